@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GOOGLEAPIS = $$($(PY) -c 'import google.api.annotations_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parent.parent.parent)')
 GRPC_PROTOS = $$($(PY) -c 'import grpc_tools, pathlib; print(pathlib.Path(grpc_tools.__file__).parent / "_proto")')
-PROTOS := $(shell find proto -name '*.proto' | sort)
+PROTOS := $(shell find proto/switchboard -name '*.proto' | sort)
 
 .PHONY: run test check generate lint fmt typecheck buf-lint drift clean
 
@@ -26,13 +26,13 @@ test: $(STAMP)
 
 ## generate: regenerate clients/python from proto/
 generate: $(STAMP)
-	rm -rf clients/python/switchboard
-	mkdir -p clients/python
+	rm -rf .build/gen && mkdir -p .build/gen
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto -I $(GOOGLEAPIS) -I $(GRPC_PROTOS) \
-	  --python_out=clients/python --grpc_python_out=clients/python \
-	  --mypy_out=clients/python --mypy_grpc_out=clients/python $(PROTOS)
-	find clients/python/switchboard -type d -exec touch {}/__init__.py \;
-	touch clients/python/switchboard/py.typed
+	  --python_out=.build/gen --grpc_python_out=.build/gen \
+	  --mypy_out=quiet:.build/gen --mypy_grpc_out=quiet:.build/gen $(PROTOS)
+	find .build/gen/switchboard -type d -exec touch {}/__init__.py \;
+	touch .build/gen/switchboard/py.typed
+	mkdir -p clients/python && rm -rf clients/python/switchboard && cp -r .build/gen/switchboard clients/python/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
