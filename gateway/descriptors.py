@@ -88,10 +88,10 @@ def from_descriptor_set(path: str | Path) -> Services:
     return _services(files, source=f"descriptor set {str(path)!r}")
 
 
-async def from_reflection(channel: grpc.aio.Channel, *, timeout: float = 10.0) -> Services:
+async def from_reflection(channel: grpc.aio.Channel, *, deadline: float = 10.0) -> Services:
     """Ask a backend's server reflection for its services and the files defining them."""
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    session = _ReflectionSession(stub.ServerReflectionInfo(timeout=timeout))
+    session = _ReflectionSession(stub.ServerReflectionInfo(timeout=deadline))
     try:
         names = await session.list_services()
         files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
@@ -178,9 +178,8 @@ class _ReflectionSession:
     async def ask(self, **request: str) -> reflection_pb2.ServerReflectionResponse:
         await self._call.write(reflection_pb2.ServerReflectionRequest(**request))
         response = await self._call.read()
-        if response is grpc.aio.EOF:
+        if not isinstance(response, reflection_pb2.ServerReflectionResponse):
             raise DescriptorError("server reflection ended the stream early")
-        assert isinstance(response, reflection_pb2.ServerReflectionResponse)
         if response.HasField("error_response"):
             error = response.error_response
             raise DescriptorError(f"server reflection error for {request}: {error.error_message}")

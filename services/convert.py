@@ -76,7 +76,9 @@ def member(record: MemberRecord) -> presence_pb2.Member:
     )
 
 
-def subscribed(room_id: str, position: Cursor, *, recovered: bool, time_ns: int) -> chat_pb2.RoomEvent:
+def subscribed(
+    room_id: str, position: Cursor, *, recovered: bool, time_ns: int
+) -> chat_pb2.RoomEvent:
     """The first event of a subscription: its id is the cursor of the start position."""
     return chat_pb2.RoomEvent(
         id=position.encode(),

@@ -176,9 +176,13 @@ def require(field: str, value: str) -> str:
     return value
 
 
+def is_room_id(text: str) -> bool:
+    return _ROOM_ID_RE.fullmatch(text) is not None
+
+
 def check_room_id(room_id: str, field: str = "room_id") -> str:
     require(field, room_id)
-    if not _ROOM_ID_RE.match(room_id):
+    if not _ROOM_ID_RE.fullmatch(room_id):
         raise invalid(
             field,
             room_id,
@@ -192,7 +196,7 @@ def parse_room_name(name: str, field: str) -> str:
     """``rooms/{room_id}`` → room_id."""
     require(field, name)
     prefix, _, room_id = name.partition("/")
-    if prefix != "rooms" or not _ROOM_ID_RE.match(room_id):
+    if prefix != "rooms" or not _ROOM_ID_RE.fullmatch(room_id):
         raise invalid(field, name, "is not a room name of the form rooms/{room_id}")
     return room_id
 
@@ -205,8 +209,8 @@ def parse_message_name(name: str, field: str) -> tuple[str, str]:
         len(parts) != 4
         or parts[0] != "rooms"
         or parts[2] != "messages"
-        or not _ROOM_ID_RE.match(parts[1])
-        or not _MESSAGE_ID_RE.match(parts[3])
+        or not _ROOM_ID_RE.fullmatch(parts[1])
+        or not _MESSAGE_ID_RE.fullmatch(parts[3])
         or len(parts[3]) > MAX_MESSAGE_ID_CHARS
     ):
         raise invalid(

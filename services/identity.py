@@ -31,7 +31,7 @@ class Identity:
     @property
     def is_moderator(self) -> bool:
         """True when the caller may edit and delete other users' messages."""
-        return MODERATE_PERMISSION in self.permissions
+        return self.has_permission(MODERATE_PERMISSION)
 
 
 ANONYMOUS = Identity("anonymous", frozenset(), frozenset(), None, None)

@@ -36,11 +36,11 @@ def decode_room_token(token: str) -> str:
     """The room id a ListRooms page token continues after; InvalidArgument if forged."""
     try:
         room_id = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        return errors.check_room_id(room_id, "page_token")
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise errors.invalid(
-            "page_token", token, "is not a page token returned by ListRooms"
-        ) from None
+        room_id = ""
+    if not errors.is_room_id(room_id):
+        raise errors.invalid("page_token", token, "is not a page token returned by ListRooms")
+    return room_id
 
 
 def _changes(room: rooms_pb2.Room, paths: list[str]) -> RoomChanges:
@@ -52,8 +52,9 @@ def _changes(room: rooms_pb2.Room, paths: list[str]) -> RoomChanges:
     for path in paths:
         if path not in MUTABLE_ROOM_FIELDS:
             raise errors.invalid(
-                "update_mask.paths", path, "is not an updatable field of Room "
-                f"(use {', '.join(MUTABLE_ROOM_FIELDS)} or *)"
+                "update_mask.paths",
+                path,
+                f"is not an updatable field of Room (use {', '.join(MUTABLE_ROOM_FIELDS)} or *)",
             )
     fields = _checked_fields(room)
     return RoomChanges(**{path: fields[path] for path in paths})

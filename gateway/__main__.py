@@ -1,0 +1,62 @@
+"""``python -m gateway``: run the gateway until SIGTERM or SIGINT.
+
+Exit status: 0 after a graceful shutdown, 1 when start-up fails (descriptors, routes,
+backends), 2 for invalid arguments or configuration. Errors go to stderr as one line naming
+what is wrong; once serving, one line ``gateway listening on http://HOST:PORT`` goes to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateway.app import build_app
+from gateway.config import ConfigError, Settings, settings_from_args
+from gateway.descriptors import DescriptorError
+
+SHUTDOWN_GRACE = 10.0
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until a SIGTERM/SIGINT arrives, then stop accepting and drain."""
+    runner = web.AppRunner(build_app(settings), shutdown_timeout=SHUTDOWN_GRACE)
+    await runner.setup()
+    try:
+        host, port = settings.listen
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        for address in runner.addresses:
+            print(f"gateway listening on http://{address[0]}:{address[1]}", flush=True)
+        await _until_signalled()
+    finally:
+        await runner.cleanup()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = settings_from_args(argv)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except (DescriptorError, ValueError, OSError) as exc:  # RouteError, ConfigError included
+        print(f"gateway: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

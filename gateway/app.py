@@ -1,0 +1,259 @@
+"""The aiohttp application: routing, lifecycle, request ids, CORS, health endpoints.
+
+``build_app(settings)`` returns an application whose state lives under ``web.AppKey``s. Its
+``cleanup_ctx`` opens the upstream channels, loads the descriptors (generated modules, a
+descriptor set, or server reflection), builds the route table, and closes the channels on
+shutdown; any descriptor or route problem fails start-up.
+
+Every request gets an ``X-Request-Id`` (the client's when it sent a sane one), sent upstream and
+echoed on the response, streaming ones included. CORS headers go only to allowed origins. Paths
+that match no route answer 404, a known path with the wrong method answers 405 with ``Allow``;
+both with google.rpc.Status bodies. A GET with ``Upgrade: websocket`` is routed to a streaming
+method bound to that path whatever its rule's verb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+from aiohttp import web
+from google.protobuf.descriptor import ServiceDescriptor
+
+import gateway.bridges.rest  # noqa: F401  (registers the UNARY bridge)
+from gateway.bridges import CallContext, dispatch, status_response
+from gateway.config import Settings
+from gateway.descriptors import Services, from_descriptor_set, from_modules, from_reflection
+from gateway.httprule import Matched, MethodNotAllowed, PathError, RouteTable
+from gateway.metadata import MetadataError, parse_grpc_timeout, request_metadata, wants_trailers
+from gateway.routes import Route, build_route_table, websocket_table
+from gateway.upstream import DeadlinePolicy, Upstream
+
+__all__ = [
+    "REQUEST_ID",
+    "ROUTES",
+    "SETTINGS",
+    "UPSTREAM",
+    "WEBSOCKET_ROUTES",
+    "build_app",
+]
+
+SETTINGS = web.AppKey("settings", Settings)
+UPSTREAM = web.AppKey("upstream", Upstream)
+ROUTES = web.AppKey("routes", RouteTable[Route])
+WEBSOCKET_ROUTES = web.AppKey("websocket_routes", RouteTable[Route])
+REQUEST_ID = web.RequestKey("request_id", str)
+
+_SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_EXPOSED_HEADERS = "X-Request-Id"
+_PREFLIGHT_MAX_AGE = "600"
+
+Matcher = Callable[[str, str], Matched[Route] | MethodNotAllowed | None]
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The gateway application for ``settings`` (start it with AppRunner or ``web.run_app``)."""
+    app = web.Application(
+        middlewares=[_request_id_middleware, _cors_middleware],
+        client_max_size=settings.max_body_bytes + 1,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_gateway_ctx)
+    app.on_response_prepare.append(_decorate_response)
+    app.router.add_get("/healthz", _healthz, allow_head=False)
+    app.router.add_get("/readyz", _readyz, allow_head=False)
+    app.router.add_route("*", "/{tail:.*}", _serve)
+    return app
+
+
+async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    upstream = await Upstream.connect(settings.backend_addresses())
+    try:
+        services, origin = await _load_services(settings, upstream)
+        table = build_route_table(
+            services,
+            backend_of=lambda service: _backend_of(settings, origin, service),
+            auto_map=settings.auto_map,
+        )
+        app[UPSTREAM] = upstream
+        app[ROUTES] = table
+        app[WEBSOCKET_ROUTES] = websocket_table(table)
+        yield
+    finally:
+        await upstream.close()
+
+
+async def _load_services(settings: Settings, upstream: Upstream) -> tuple[Services, dict[str, str]]:
+    """The services to expose, and for reflected ones the backend that reported them."""
+    if settings.descriptor_set is not None:
+        return from_descriptor_set(settings.descriptor_set), {}
+    if not settings.reflect:
+        return from_modules(settings.modules), {}
+    seen: dict[str, ServiceDescriptor] = {}
+    origin: dict[str, str] = {}
+    for backend in upstream.backends:
+        channel = upstream.channel(backend)
+        for service in await from_reflection(channel, deadline=settings.reflection_timeout):
+            seen.setdefault(service.full_name, service)
+            origin.setdefault(service.full_name, backend)
+    return tuple(seen.values()), origin
+
+
+def _backend_of(settings: Settings, origin: dict[str, str], service: ServiceDescriptor) -> str:
+    if service.full_name in settings.backends or service.full_name not in origin:
+        return settings.backend_for(service.full_name)
+    return origin[service.full_name]
+
+
+# --- request ids and CORS -------------------------------------------------------------------
+
+
+@web.middleware
+async def _request_id_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    sent = request.headers.get("X-Request-Id", "")
+    request[REQUEST_ID] = sent if _SANE_REQUEST_ID.match(sent) else uuid.uuid4().hex
+    return await handler(request)
+
+
+@web.middleware
+async def _cors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    origin = request.headers.get("Origin")
+    preflight = "Access-Control-Request-Method" in request.headers
+    if request.method == "OPTIONS" and origin and preflight:
+        return _preflight(request, origin)
+    return await handler(request)
+
+
+def _origin_allowed(settings: Settings, origin: str) -> bool:
+    return "*" in settings.cors_origins or origin in settings.cors_origins
+
+
+def _preflight(request: web.Request, origin: str) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not _origin_allowed(settings, origin):
+        return status_response(
+            grpc.StatusCode.PERMISSION_DENIED, f"CORS origin {origin!r} is not allowed"
+        )
+    wanted = request.headers["Access-Control-Request-Method"].upper()
+    found = _matcher(request)(wanted, request.raw_path.partition("?")[0])
+    if found is None:
+        return status_response(grpc.StatusCode.NOT_FOUND, f"no route for {request.path}")
+    methods = {wanted} if isinstance(found, Matched) else set(found.allowed)
+    response = web.Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = ", ".join(sorted(methods))
+    requested_headers = request.headers.get("Access-Control-Request-Headers")
+    if requested_headers:
+        response.headers["Access-Control-Allow-Headers"] = requested_headers
+    response.headers["Access-Control-Max-Age"] = _PREFLIGHT_MAX_AGE
+    return response
+
+
+async def _decorate_response(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers["X-Request-Id"] = request_id
+    origin = request.headers.get("Origin")
+    if origin and _origin_allowed(request.app[SETTINGS], origin):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
+        response.headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
+        if request.app[SETTINGS].cors_allow_credentials:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    upstream = request.app[UPSTREAM]
+    names = upstream.backends
+    states = await asyncio.gather(*(upstream.health(name) for name in names))
+    report = dict(zip(names, states, strict=True))
+    failing = [f"{name} is {state}" for name, state in report.items() if state != "SERVING"]
+    if failing:
+        return status_response(grpc.StatusCode.UNAVAILABLE, "not ready: " + "; ".join(failing))
+    return web.json_response({"status": "ready", "backends": report})
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def _matcher(request: web.Request) -> Matcher:
+    routes = request.app[ROUTES]
+    if not _is_websocket(request):
+        return routes.match
+    sockets = request.app[WEBSOCKET_ROUTES]
+
+    def match(method: str, path: str) -> Matched[Route] | MethodNotAllowed | None:
+        found = sockets.match(method, path)
+        return found if isinstance(found, Matched) else routes.match(method, path)
+
+    return match
+
+
+async def _serve(request: web.Request) -> web.StreamResponse:
+    path = request.raw_path.partition("?")[0]
+    try:
+        found = _matcher(request)(request.method, path)
+    except PathError as exc:
+        return status_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if found is None:
+        return status_response(
+            grpc.StatusCode.NOT_FOUND, f"no route for {request.method} {request.path}"
+        )
+    if isinstance(found, MethodNotAllowed):
+        allowed = ", ".join(sorted(found.allowed))
+        return status_response(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"method {request.method} is not allowed on {request.path}; allowed: {allowed}",
+            http_status=405,
+            headers=[("Allow", allowed)],
+        )
+    try:
+        ctx = _call_context(request, found)
+    except MetadataError as exc:
+        return status_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    return await dispatch(ctx)
+
+
+def _call_context(request: web.Request, found: Matched[Route]) -> CallContext:
+    settings = request.app[SETTINGS]
+    request_id = request[REQUEST_ID]
+    timeout_header = request.headers.get("Grpc-Timeout")
+    requested = parse_grpc_timeout(timeout_header) if timeout_header is not None else None
+    policy = DeadlinePolicy(unary=settings.unary_timeout, streaming=settings.stream_timeout)
+    metadata = request_metadata(
+        request.headers.items(),
+        allowlist=settings.header_allowlist,
+        peer=request.remote,
+        host=request.headers.get("Host"),
+        request_id=request_id,
+    )
+    return CallContext(
+        request=request,
+        route=found.target,
+        bindings=found.bindings,
+        query=tuple(request.query.items()),
+        upstream=request.app[UPSTREAM],
+        settings=settings,
+        metadata=metadata,
+        timeout=policy.timeout_for(found.target.cardinality, requested),
+        request_id=request_id,
+        send_trailers=wants_trailers(request.headers),
+    )

@@ -1,0 +1,202 @@
+"""``python -m gateway`` as a user runs it: start-up errors, configuration, serving, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from google.api import http_pb2
+
+from gateway.config import ConfigError, settings_from_args, settings_from_toml
+from tests.gateway.conftest import edited_descriptor_set
+from tests.gateway.echo_backend import EchoServer
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_WAIT = 30.0
+
+
+def _env() -> dict[str, str]:
+    paths = [str(ROOT), str(ROOT / "clients" / "python"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+async def _run(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        cwd=ROOT,
+        env=_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), STARTUP_WAIT)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
+@asynccontextmanager
+async def _serving(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        *args,
+        cwd=ROOT,
+        env=_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), STARTUP_WAIT)).decode()
+        if not line.startswith("gateway listening on http://127.0.0.1:"):
+            assert process.stderr is not None
+            raise AssertionError(f"gateway did not start: {await process.stderr.read()!r}")
+        yield process, line.split()[-1]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_invalid_template_exits_naming_method_and_template(tmp_path: Path) -> None:
+    path = tmp_path / "bad.binpb"
+    rule = http_pb2.HttpRule(get="/v1/{id=everything/*")
+    path.write_bytes(edited_descriptor_set("GetEverything", rule))
+    code, stderr = await _run("--backend", "127.0.0.1:1", "--descriptor-set", str(path))
+    assert code == 1
+    assert "testing.v1.EverythingService.GetEverything" in stderr
+    assert "/v1/{id=everything/*" in stderr
+
+
+async def test_conflicting_routes_exit_non_zero(tmp_path: Path) -> None:
+    path = tmp_path / "conflict.binpb"
+    path.write_bytes(
+        edited_descriptor_set("DeleteEverything", http_pb2.HttpRule(get="/v1/everything/{id}"))
+    )
+    code, stderr = await _run("--backend", "127.0.0.1:1", "--descriptor-set", str(path))
+    assert code == 1
+    assert "DeleteEverything" in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--backend", "127.0.0.1:1", "--listen", "nowhere"], "--listen"),
+        (["--backend", "localhost"], "localhost"),
+        ([], "--backend"),
+    ],
+)
+async def test_bad_arguments_exit_2_naming_the_option(args: list[str], named: str) -> None:
+    code, stderr = await _run(*args)
+    assert code == 2
+    assert named in stderr
+
+
+async def test_missing_descriptor_set_is_named() -> None:
+    code, stderr = await _run("--backend", "127.0.0.1:1", "--descriptor-set", "/nope/api.binpb")
+    assert code == 1
+    assert "/nope/api.binpb" in stderr
+
+
+async def test_serves_until_sigterm(echo: EchoServer, descriptor_set_file: Path) -> None:
+    args = ("--backend", echo.address, "--descriptor-set", str(descriptor_set_file))
+    async with _serving(*args) as (process, base), aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/v1/everything/cli") as response:
+            assert response.status == 200
+            assert (await response.json())["id"] == "cli"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), STARTUP_WAIT) == 0
+
+
+async def test_config_file_drives_the_gateway(
+    echo: EchoServer, tmp_path: Path, descriptor_set_file: Path
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+        descriptor_set = "{descriptor_set_file.name}"
+        cors_origins = ["https://app.example"]
+        unary_timeout = 5
+        [backends]
+        "testing.v1.EverythingService" = ["{echo.address}"]
+        """
+    )
+    async with _serving("--config", str(config)) as (process, base):
+        async with aiohttp.ClientSession() as session:
+            headers = {"Origin": "https://app.example"}
+            async with session.get(f"{base}/v1/everything/t", headers=headers) as response:
+                assert response.status == 200
+                assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), STARTUP_WAIT) == 0
+
+
+def test_toml_settings_and_flag_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        """
+        listen = "0.0.0.0:9000"
+        descriptor_set = "api.binpb"
+        header_allowlist = ["x-tenant"]
+        max_body_bytes = 1024
+        [backends]
+        "*" = ["10.0.0.1:50051", "10.0.0.2:50051"]
+        [json]
+        use_proto_names = true
+        """
+    )
+    settings = settings_from_toml(config)
+    assert settings.listen == ("0.0.0.0", 9000)
+    assert settings.descriptor_set == tmp_path / "api.binpb"
+    assert settings.backend_for("any.Service") == "10.0.0.1:50051,10.0.0.2:50051"
+    assert settings.json.use_proto_names
+    merged = settings_from_args(["--config", str(config), "--reflect", "--auto-map"])
+    assert (merged.reflect, merged.descriptor_set, merged.auto_map) == (True, None, True)
+    assert merged.max_body_bytes == 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("colour = 1", "colour"),
+        ("max_body_bytes = 'big'", "max_body_bytes"),
+        ("[backends]\n'*' = ['no-port']", "backends.*"),
+        ("[json]\nshout = true", "shout"),
+        ("unary_timeout = 0", "unary_timeout"),
+    ],
+)
+def test_bad_toml_is_named(tmp_path: Path, text: str, named: str) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        settings_from_toml(config)
+    assert named in str(caught.value)
+    assert str(config) in str(caught.value)
+
+
+async def test_sigterm_lets_a_request_in_flight_finish(
+    echo: EchoServer, descriptor_set_file: Path
+) -> None:
+    args = ("--backend", echo.address, "--descriptor-set", str(descriptor_set_file))
+    stalled = {"Grpc-Metadata-Echo-Stall": "1", "Grpc-Timeout": "1500m"}
+    async with _serving(*args) as (process, base), aiohttp.ClientSession() as session:
+        in_flight = asyncio.ensure_future(
+            session.get(f"{base}/v1/everything/slow", headers=stalled)
+        )
+        await asyncio.wait_for(echo.call_arrived.wait(), STARTUP_WAIT)
+        process.send_signal(signal.SIGTERM)
+        async with await in_flight as response:
+            assert response.status == 504  # answered (by its deadline), not cut off
+        assert await asyncio.wait_for(process.wait(), STARTUP_WAIT) == 0

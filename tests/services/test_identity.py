@@ -1,0 +1,29 @@
+"""Identity: anonymous by default, moderators by permission, per-task context."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.identity import ANONYMOUS, CURRENT_IDENTITY, Identity, current_identity
+
+
+async def test_default_is_anonymous_and_each_task_keeps_its_own() -> None:
+    assert current_identity() is ANONYMOUS
+    assert ANONYMOUS.user == "anonymous"
+    assert not ANONYMOUS.is_moderator
+
+    async def as_(identity: Identity) -> str:
+        CURRENT_IDENTITY.set(identity)
+        await asyncio.sleep(0)
+        return current_identity().user
+
+    users = await asyncio.gather(as_(Identity("ada")), as_(Identity("bob")))
+    assert users == ["ada", "bob"]
+    assert current_identity() is ANONYMOUS
+
+
+def test_moderator_permission() -> None:
+    moderator = Identity("mod", permissions=frozenset({"messages.moderate"}))
+    assert moderator.is_moderator
+    assert moderator.has_permission("messages.moderate")
+    assert not Identity("ada", roles=frozenset({"admin"})).is_moderator

@@ -1,0 +1,77 @@
+"""``python -m services`` as a process: start, log the address, serve, stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from switchboard.v1 import chat_pb2, chat_pb2_grpc, rooms_pb2, rooms_pb2_grpc
+from tests.services.conftest import ended_with, read, within
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def start(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def listening_address(process: asyncio.subprocess.Process) -> str:
+    assert process.stderr is not None
+    while line := (await within(process.stderr.readline())).decode():
+        if match := re.search(r"listening on (\S+)", line):
+            return match.group(1)
+    raise AssertionError("the service exited without logging its address")
+
+
+async def test_serves_until_sigterm_then_ends_streams_unavailable() -> None:
+    process = await start("--grace-period", "1", env={"SWITCHBOARD_LISTEN": "127.0.0.1:0"})
+    try:
+        address = await listening_address(process)
+        async with grpc.aio.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await within(health.Check(health_pb2.HealthCheckRequest()))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            rooms = rooms_pb2_grpc.RoomServiceStub(channel)
+            await within(rooms.CreateRoom(rooms_pb2.CreateRoomRequest(room_id="lobby")))
+            chat = chat_pb2_grpc.ChatServiceStub(channel)
+            stream = chat.Subscribe(chat_pb2.SubscribeRequest(room="rooms/lobby"))
+            await read(stream)
+            process.send_signal(signal.SIGTERM)
+            await ended_with(stream, grpc.StatusCode.UNAVAILABLE)
+        assert await within(process.wait()) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_serve_is_the_default_subcommand_and_bad_config_exits_nonzero() -> None:
+    process = await start("serve", "--help")
+    out, _ = await within(process.communicate())
+    assert process.returncode == 0
+    assert b"--subscriber-buffer" in out
+    assert b"SWITCHBOARD_" in out
+    process = await start("--max-message-bytes", "lots")
+    _, err = await within(process.communicate())
+    assert process.returncode == 2
+    assert b"--max-message-bytes: 'lots'" in err
+    process = await start("--listen", "999.0.0.1:5")
+    _, err = await within(process.communicate())
+    assert process.returncode == 1
+    assert b"cannot listen on '999.0.0.1:5'" in err
