@@ -6,15 +6,18 @@ descriptor set, or server reflection), builds the route table, and closes the ch
 shutdown; any descriptor or route problem fails start-up.
 
 Every request gets an ``X-Request-Id`` (the client's when it sent a sane one), sent upstream and
-echoed on the response, streaming ones included. CORS headers go only to allowed origins. Paths
-that match no route answer 404, a known path with the wrong method answers 405 with ``Allow``;
-both with google.rpc.Status bodies. A GET with ``Upgrade: websocket`` is routed to a streaming
-method bound to that path whatever its rule's verb.
+echoed on the response, streaming ones included. An unexpected exception answers 500 with a
+Status body naming the request id (and is logged), never a bare text page. CORS headers go
+only to allowed origins. Paths that match no route answer 404, a known path with the wrong
+method answers 405 with ``Allow``; both with google.rpc.Status bodies. A GET with
+``Upgrade: websocket`` is routed to a streaming method bound to that path whatever its rule's
+verb.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +50,7 @@ ROUTES = web.AppKey("routes", RouteTable[Route])
 WEBSOCKET_ROUTES = web.AppKey("websocket_routes", RouteTable[Route])
 REQUEST_ID = web.RequestKey("request_id", str)
 
+_LOG = logging.getLogger(__name__)
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _EXPOSED_HEADERS = "X-Request-Id"
 _PREFLIGHT_MAX_AGE = "600"
@@ -57,7 +61,7 @@ Matcher = Callable[[str, str], Matched[Route] | MethodNotAllowed | None]
 def build_app(settings: Settings) -> web.Application:
     """The gateway application for ``settings`` (start it with AppRunner or ``web.run_app``)."""
     app = web.Application(
-        middlewares=[_request_id_middleware, _cors_middleware],
+        middlewares=[_request_id_middleware, _internal_error_middleware, _cors_middleware],
         client_max_size=settings.max_body_bytes + 1,
     )
     app[SETTINGS] = settings
@@ -119,6 +123,25 @@ async def _request_id_middleware(
     sent = request.headers.get("X-Request-Id", "")
     request[REQUEST_ID] = sent if _SANE_REQUEST_ID.match(sent) else uuid.uuid4().hex
     return await handler(request)
+
+
+@web.middleware
+async def _internal_error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A bug answers 500 with a Status body naming the request id, never a bare text page."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        request_id = request[REQUEST_ID]
+        _LOG.exception(
+            "unhandled error in %s %s (request %s)", request.method, request.path, request_id
+        )
+        return status_response(
+            grpc.StatusCode.INTERNAL, f"internal gateway error (request id {request_id})"
+        )
 
 
 @web.middleware

@@ -48,7 +48,7 @@ from gateway.openapi_schema import (
 )
 from gateway.openapi_streams import sse_extension, websocket_extension
 from gateway.routes import Cardinality, Route
-from gateway.transcode import JsonOptions
+from gateway.transcode import JsonOptions, is_http_body
 
 __all__ = [
     "NDJSON",
@@ -67,6 +67,7 @@ SECURITY_SCHEME = "bearerAuth"
 JSON_TYPE = "application/json"
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
+ANY_MEDIA = "*/*"
 LAST_EVENT_ID = "Last-Event-ID"
 LAST_EVENT_ID_PARAMETER = "last_event_id"
 
@@ -368,7 +369,14 @@ class _Operation:
         return pieces
 
     def _path_parameter(self, parameter: _PathParameter) -> Schema:
-        schema: Schema = {"type": "string", "pattern": "^.*$" if parameter.multi else "^[^/]+$"}
+        schema: Schema
+        if parameter.multi:
+            schema = {"type": "string", "pattern": "^.*$"}
+        elif parameter.template or not parameter.field_path:
+            schema = {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}
+        else:  # the whole field is one segment: its own schema (an enum, a number...)
+            value = _non_null(self.registry.value(self._field_at(parameter.field_path)))
+            schema = {**value, "minLength": 1} if value.get("type") == "string" else value
         result: Schema = {"name": parameter.name, "in": "path", "required": True, "schema": schema}
         descriptions: list[str] = []
         if parameter.field_path:
@@ -447,6 +455,9 @@ class _Operation:
         route = self.route
         if not route.body:
             return None
+        raw = self._raw_body()
+        if raw is not None:
+            return raw
         schema, required = self._body_schema()
         if route.cardinality in (Cardinality.CLIENT_STREAMING, Cardinality.BIDI_STREAMING):
             return {
@@ -457,6 +468,21 @@ class _Operation:
                 "content": {NDJSON: {"schema": schema}},
             }
         return {"required": required, "content": {JSON_TYPE: {"schema": schema}}}
+
+    def _raw_body(self) -> Schema | None:
+        """The request body when it is a google.api.HttpBody: raw bytes of any media type."""
+        request = self.route.method.input_type
+        if self.route.body == "*":
+            target: Descriptor | None = request
+        else:
+            target = request.fields_by_name[self.route.body].message_type
+        if not is_http_body(target):
+            return None
+        return {
+            "required": True,
+            "description": "The raw body; its Content-Type is passed on (google.api.HttpBody).",
+            "content": {ANY_MEDIA: {"schema": {"type": "string", "format": "binary"}}},
+        }
 
     def _body_schema(self) -> tuple[Schema, bool]:
         route, registry = self.route, self.registry
@@ -487,7 +513,13 @@ class _Operation:
         for status in self._error_statuses():
             responses[status] = _error_ref(status)
         item = self._response_item()
-        if route.cardinality is Cardinality.UNARY:
+        if route.cardinality is Cardinality.UNARY and self._raw_response():
+            responses["200"] = {
+                "description": "The raw body, with the Content-Type the backend chose "
+                "(google.api.HttpBody).",
+                "content": {ANY_MEDIA: {"schema": {"type": "string", "format": "binary"}}},
+            }
+        elif route.cardinality is Cardinality.UNARY:
             responses["200"] = {"description": "OK.", "content": {JSON_TYPE: {"schema": item}}}
             if _is_create(route):
                 responses["201"] = {
@@ -520,6 +552,12 @@ class _Operation:
         if route.cardinality is Cardinality.BIDI_STREAMING:
             statuses.append("426")
         return sorted(statuses)
+
+    def _raw_response(self) -> bool:
+        output = self.route.method.output_type
+        if self.route.response_body:
+            return is_http_body(output.fields_by_name[self.route.response_body].message_type)
+        return is_http_body(output)
 
     def _response_item(self) -> Schema:
         route = self.route

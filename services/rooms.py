@@ -3,7 +3,8 @@
 Invariants: the creator is the caller's identity; ListRooms page tokens are the
 base64url of the last room id returned (opaque to clients); UpdateRoom changes
 exactly the fields its mask names (an empty mask means every mutable field the
-request sets, ``*`` means all of them, cleared ones included).
+request sets, ``*`` means all of them, cleared ones included); identifier, etag and
+output-only fields named in a mask are ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ CREATED_METADATA = (("x-http-code", "201"),)
 """Initial metadata of a call that created a resource; the gateway answers 201."""
 
 MUTABLE_ROOM_FIELDS = ("display_name", "description", "labels")
+IGNORED_MASK_PATHS = frozenset(
+    {"name", "etag", "create_time", "update_time", "creator", "last_offset", "epoch"}
+)
+"""Identifier, concurrency and output-only fields: named in a mask, they are ignored
+(AIP-203), so a mask derived from a whole Room body (the gateway's PATCH) works."""
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -49,6 +55,7 @@ def _changes(room: rooms_pb2.Room, paths: list[str]) -> RoomChanges:
         paths = [f for f in MUTABLE_ROOM_FIELDS if _is_set(room, f)]
     elif "*" in paths:
         paths = list(MUTABLE_ROOM_FIELDS)
+    paths = [path for path in paths if path not in IGNORED_MASK_PATHS]
     for path in paths:
         if path not in MUTABLE_ROOM_FIELDS:
             raise errors.invalid(

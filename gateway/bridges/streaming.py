@@ -259,7 +259,7 @@ class ServerStream:
             return rpc_error_response(exc, send_trailers=self._ctx.send_trailers)
         if first is Ending.CLIENT_GONE:
             return status_response(grpc.StatusCode.CANCELLED, "the client went away")
-        await self._start()
+        await self._start(echo_metadata=first is None or isinstance(first, Message))
         outcome: Outcome = first
         while await self._handle(outcome):
             try:
@@ -280,11 +280,13 @@ class ServerStream:
                 await self._response.write(tail)  # past the limit: one short line, then the end
             await self._response.write_eof()
 
-    async def _start(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            echoed = response_headers(await self._call.initial_metadata() or ())
-            for name, value in echoed.headers:
-                self._response.headers.add(name, value)
+    async def _start(self, *, echo_metadata: bool) -> None:
+        """Send the headers (with the call's header metadata once it has arrived)."""
+        if echo_metadata:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                echoed = response_headers(await self._call.initial_metadata() or ())
+                for name, value in echoed.headers:
+                    self._response.headers.add(name, value)
         await self._response.prepare(self._ctx.request)
         transport = self._ctx.request.transport
         if transport is not None:

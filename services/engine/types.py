@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_CURSOR_RE = re.compile(r"^([0-9a-f]{16})-([0-9]{1,19})$")
+_CURSOR_RE = re.compile(r"([0-9a-f]{16})-([0-9]{1,19})")
 
 
 class EngineError(Exception):
@@ -73,7 +73,7 @@ class Cursor:
     @classmethod
     def parse(cls, text: str, *, field: str = "cursor") -> Cursor:
         """Parse an opaque cursor string; InvalidArgument names ``field`` if malformed."""
-        match = _CURSOR_RE.match(text)
+        match = _CURSOR_RE.fullmatch(text)
         if match is None:
             raise InvalidArgument(
                 f"{field} {text[:80]!r} is not a cursor; pass the id of an event "

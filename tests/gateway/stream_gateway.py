@@ -7,7 +7,9 @@ async with running_gateway(settings, StreamSettings(heartbeat=0.2)) as gateway:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -59,3 +61,18 @@ async def running_gateway(
             yield gateway
         finally:
             await gateway.shutdown()
+
+
+async def eventually(condition: Callable[[], Awaitable[bool] | bool], *, within: float) -> float:
+    """Poll ``condition`` until it holds; the seconds it took (AssertionError after ``within``)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        holds = condition()
+        if inspect.isawaitable(holds):
+            holds = await holds
+        if holds:
+            return loop.time() - start
+        if loop.time() - start > within:
+            raise AssertionError(f"condition still false after {within} s")
+        await asyncio.sleep(0.02)

@@ -243,3 +243,17 @@ def test_public_surface_is_honest() -> None:
         assert getattr(gateway, name) is not None, name
     with pytest.raises(AttributeError, match="nothing_here"):
         _ = gateway.nothing_here
+
+
+async def test_a_bug_answers_500_status_json(
+    gateway: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken_bridge(ctx: CallContext) -> web.StreamResponse:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(BRIDGES, Cardinality.UNARY, broken_bridge)
+    response = await gateway.get("/v1/everything/x", headers={"X-Request-Id": "bug-1"})
+    body = await _status_json(response, 500)
+    assert body["code"] == 13
+    assert "bug-1" in body["message"]
+    assert "boom" in caplog.text

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from google.rpc import status_pb2
@@ -21,7 +22,7 @@ from switchboard.v1 import chat_pb2, presence_pb2, rooms_pb2
 from tests.gateway.conftest import echo_settings
 from tests.gateway.echo_backend import EchoServer
 from tests.gateway.everything import everything_pb2
-from tests.gateway.stream_gateway import Gateway, running_gateway
+from tests.gateway.stream_gateway import Gateway, eventually, running_gateway
 
 JSON_PROTOCOL = "switchboard.grpc.json.v1"
 PROTO_PROTOCOL = "switchboard.grpc.proto.v1"
@@ -33,22 +34,22 @@ def message_frame(message: dict[str, Any]) -> str:
     return orjson.dumps({"message": message}).decode()
 
 
-async def until_close(ws: ClientConnection, timeout: float = 5.0) -> tuple[list[Any], Close]:
+async def until_close(ws: ClientConnection) -> tuple[list[Any], Close]:
     """Every frame the server sends until it closes, and its close frame."""
     frames: list[Any] = []
-    async with asyncio.timeout(timeout):
-        try:
+    async with asyncio.timeout(5):
+        with contextlib.suppress(ConnectionClosed):
             while True:
                 data = await ws.recv()
                 frames.append(orjson.loads(data) if isinstance(data, str) else data)
-        except ConnectionClosed as closed:
-            assert closed.rcvd is not None, "the server dropped the connection without a close"
-            return frames, closed.rcvd
+    received = ws.protocol.close_rcvd
+    assert received is not None, "the server dropped the connection without a close frame"
+    return frames, received
 
 
-async def next_frame(ws: ClientConnection, key: str, timeout: float = 5.0) -> dict[str, Any]:
+async def next_frame(ws: ClientConnection, key: str) -> dict[str, Any]:
     """The next JSON frame whose result (or the frame itself) holds ``key``."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(5):
         while True:
             frame = orjson.loads(await ws.recv())
             if key in frame or key in frame.get("result", {}):
@@ -76,12 +77,15 @@ async def echo_gateway(echo: EchoServer) -> AsyncIterator[Gateway]:
         yield gw
 
 
-async def members(switchboard: ServerHandle) -> list[str]:
+async def connections(switchboard: ServerHandle) -> int:
+    """How many live streams the room's members have open (presence, on the backend)."""
     reply = await switchboard.presence.ListMembers(presence_pb2.ListMembersRequest(parent=ROOM))
-    return [member.user for member in reply.members]
+    return sum(member.connections for member in reply.members)
 
 
-async def test_bidi_chat_between_two_clients(sb_gateway: Gateway) -> None:
+async def test_bidi_chat_between_two_clients(
+    sb_gateway: Gateway, switchboard: ServerHandle
+) -> None:
     url = sb_gateway.ws_url(f"/v1/{ROOM}:converse")
     async with (
         connect(url, subprotocols=[JSON_PROTOCOL]) as alice,  # type: ignore[list-item]
@@ -91,6 +95,7 @@ async def test_bidi_chat_between_two_clients(sb_gateway: Gateway) -> None:
         assert bob.subprotocol is None  # no subprotocol offered: JSON frames, none echoed
         await bob.send(message_frame({}))  # the room comes from the path
         await alice.send(message_frame({}))
+        await eventually(lambda: _equals(connections(switchboard), 2), within=5)
         post = {"post": {"message": {"text": "hi bob"}, "requestId": "a-1"}}
         await alice.send(message_frame(post))
         ack = await next_frame(alice, "ack")
@@ -122,13 +127,8 @@ async def test_closing_the_socket_cancels_the_upstream_call(
 ) -> None:
     async with connect(sb_gateway.ws_url(f"/v1/{ROOM}:converse")) as ws:
         await ws.send(message_frame({}))
-        async with asyncio.timeout(5):
-            while await members(switchboard) != ["anonymous"]:
-                await asyncio.sleep(0.02)
-    closed = time.monotonic()
-    while await members(switchboard):
-        assert time.monotonic() - closed < 1.0, "Converse still open 1 s after the close"
-        await asyncio.sleep(0.02)
+        await eventually(lambda: _equals(connections(switchboard), 1), within=5)
+    await eventually(lambda: _equals(connections(switchboard), 0), within=1.0)
 
 
 async def test_proto_subprotocol_carries_binary_frames(echo_gateway: Gateway) -> None:
@@ -252,7 +252,7 @@ async def test_same_host_origin_is_allowed_without_an_allowlist(sb_gateway: Gate
     url = sb_gateway.ws_url(f"/v1/{ROOM}/messages:import")
     async with connect(url, origin=sb_gateway.base) as ws:  # type: ignore[arg-type]
         await ws.send(HALF_CLOSE)
-        frames, close = await until_close(ws)
+        _, close = await until_close(ws)
     assert close.code == 1000
     with pytest.raises(InvalidStatus):
         async with connect(url, origin="http://elsewhere.example"):  # type: ignore[arg-type]
@@ -262,9 +262,7 @@ async def test_same_host_origin_is_allowed_without_an_allowlist(sb_gateway: Gate
 async def test_shutdown_sends_unavailable_then_1012(sb_gateway: Gateway) -> None:
     async with connect(sb_gateway.ws_url(f"/v1/{ROOM}:converse")) as ws:
         await ws.send(message_frame({}))
-        async with asyncio.timeout(5):
-            while not len(sb_gateway.live):
-                await asyncio.sleep(0.02)
+        await eventually(lambda: len(sb_gateway.live) == 1, within=5)
         shutdown = asyncio.create_task(sb_gateway.shutdown())
         frames, close = await until_close(ws)
         await shutdown
@@ -278,3 +276,22 @@ async def test_bidi_over_plain_http_asks_for_an_upgrade(echo_gateway: Gateway) -
         assert response.status == 426
         assert response.headers["Upgrade"] == "websocket"
         assert (await response.json())["code"] == 9
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def test_the_gateway_pings_an_idle_socket(echo: EchoServer) -> None:
+    streams = StreamSettings(websocket_heartbeat=0.2)
+    async with running_gateway(echo_settings(echo), streams) as gw:
+        url = gw.ws_url("/v1/everything:chat")
+        async with gw.session.ws_connect(url, autoping=False) as ws:
+            ping = await ws.receive(timeout=2)
+            assert ping.type is aiohttp.WSMsgType.PING
+            await ws.pong(ping.data)
+            await ws.send_str(message_frame({"id": "still-here"}))
+            reply = await ws.receive(timeout=2)
+            while reply.type is aiohttp.WSMsgType.PING:
+                reply = await ws.receive(timeout=2)
+    assert orjson.loads(reply.data)["result"]["id"] == "still-here"

@@ -319,7 +319,7 @@ def test_unknown_enum_names_follow_the_unknown_fields_option() -> None:
 
 
 def test_a_non_object_document_for_a_message_is_rejected() -> None:
-    with pytest.raises(TranscodeError, match="expected a JSON object for testing.v1.Everything"):
+    with pytest.raises(TranscodeError, match=r"expected a JSON object for testing\.v1\.Everything"):
         decode_json_message(EVERYTHING, b"[1, 2]", JsonOptions())
 
 

@@ -68,7 +68,11 @@ def as_dict(message: Any) -> dict[str, Any]:
         ("duration", "1.5s", {"duration": "1.500s"}),
         ("duration", "-3s", {"duration": "-3s"}),
         ("updateMask", "name,nested.childKind", {"updateMask": "name,nested.childKind"}),
-        ("update_mask", "int32_value, nested.child_kind", {"updateMask": "int32Value,nested.childKind"}),
+        (
+            "update_mask",
+            "int32_value, nested.child_kind",
+            {"updateMask": "int32Value,nested.childKind"},
+        ),
         ("doubleWrapper", "2.5", {"doubleWrapper": 2.5}),
         ("floatWrapper", "2.5", {"floatWrapper": 2.5}),
         ("int64Wrapper", "-5", {"int64Wrapper": "-5"}),

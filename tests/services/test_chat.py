@@ -5,8 +5,12 @@ from __future__ import annotations
 import grpc
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from services.chat import HistoryToken
 from services.config import ServiceConfig
+from services.engine import InvalidArgument
 from services.testing import ServerHandle
 from switchboard.v1 import chat_pb2
 from tests.services.conftest import (
@@ -304,3 +308,20 @@ async def test_empty_import_stores_nothing(server: ServerHandle) -> None:
 
     response = await within(server.chat.ImportMessages(requests()))
     assert response == chat_pb2.ImportMessagesResponse()
+
+
+@settings(max_examples=200)
+@given(st.text(min_size=1, max_size=24), st.integers(1, 2**62), st.booleans())
+def test_history_tokens_round_trip(epoch: str, offset: int, forward: bool) -> None:
+    token = HistoryToken(epoch, offset, forward)
+    assert HistoryToken.decode(token.encode()) == token
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=60))
+def test_garbage_history_tokens_are_invalid_argument_naming_page_token(text: str) -> None:
+    try:
+        outcome = str(HistoryToken.decode(text))
+    except InvalidArgument as error:
+        outcome = f"refused: {error.field}"
+    assert outcome == "refused: page_token" or outcome.startswith("HistoryToken(")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import grpc
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from services.engine import InvalidArgument
+from services.errors import is_room_id
+from services.rooms import decode_room_token, encode_room_token
 from services.testing import ServerHandle
 from switchboard.v1 import rooms_pb2
 from tests.services.conftest import as_user, details, fails, field_violations, make_room, within
@@ -161,12 +166,26 @@ async def test_update_room_unknown_mask_path_is_named(server: ServerHandle) -> N
     await make_room(server, "lobby")
     request = rooms_pb2.UpdateRoomRequest(
         room=rooms_pb2.Room(name="rooms/lobby"),
-        update_mask=field_mask_pb2.FieldMask(paths=["creator"]),
+        update_mask=field_mask_pb2.FieldMask(paths=["owner"]),
     )
     error = await fails(server.rooms.UpdateRoom(request), grpc.StatusCode.INVALID_ARGUMENT)
     ((field, description),) = field_violations(error)
     assert field == "update_mask.paths"
-    assert "'creator'" in description
+    assert "'owner'" in description
+
+
+async def test_update_mask_naming_identifier_and_output_fields_ignores_them(
+    server: ServerHandle,
+) -> None:
+    created = await make_room(server, "lobby")
+    request = rooms_pb2.UpdateRoomRequest(
+        room=rooms_pb2.Room(name="rooms/lobby", etag=created.etag, description="new"),
+        update_mask=field_mask_pb2.FieldMask(paths=["name", "etag", "creator", "description"]),
+    )
+    updated = await within(server.rooms.UpdateRoom(request))
+    assert updated.description == "new"
+    assert updated.creator == created.creator
+    assert updated.etag != created.etag
 
 
 async def test_update_and_delete_with_stale_etag_fail_precondition(server: ServerHandle) -> None:
@@ -205,3 +224,24 @@ async def test_delete_room_without_etag(server: ServerHandle) -> None:
     await within(server.rooms.DeleteRoom(rooms_pb2.DeleteRoomRequest(name="rooms/lobby")))
     listed = await within(server.rooms.ListRooms(rooms_pb2.ListRoomsRequest()))
     assert list(listed.rooms) == []
+
+
+room_ids = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True)
+
+
+@settings(max_examples=200)
+@given(room_ids)
+def test_room_page_tokens_round_trip(room_id: str) -> None:
+    token = encode_room_token(room_id)
+    assert room_id not in token or len(room_id) < 4  # opaque, not the bare id
+    assert decode_room_token(token) == room_id
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=40))
+def test_any_room_page_token_gives_a_room_id_or_invalid_argument(token: str) -> None:
+    try:
+        outcome = decode_room_token(token)
+    except InvalidArgument as error:
+        outcome = f"refused: {error.field}"
+    assert outcome == "refused: page_token" or is_room_id(outcome)

@@ -1,0 +1,1 @@
+"""Hand-written alternatives the gateway is measured against."""
