@@ -5,7 +5,8 @@ Two subprotocols (``Sec-WebSocket-Protocol``):
 - ``switchboard.grpc.json.v1`` — text frames, each one JSON object with exactly
   one key. Client: ``{"message": <request JSON>}`` or ``{"halfClose": true}``.
   Server: ``{"result": <response JSON>}`` or, last, ``{"status": <google.rpc.Status>}``.
-  A handshake that offers no subprotocol gets this one (and none is echoed).
+  A handshake that offers no subprotocol gets this one (and none is echoed); one that offers
+  only ``bearer, <token>`` (a token for the auth layer) gets it too, echoing ``bearer``.
 - ``switchboard.grpc.proto.v1`` — binary frames: one type byte, then the payload.
   ``0x01`` message (serialized request or response), ``0x02`` half-close (client,
   empty payload), ``0x03`` status (server, serialized google.rpc.Status).
@@ -30,6 +31,7 @@ from typing import Final
 import orjson
 
 __all__ = [
+    "BEARER",
     "CLOSE_REASON_MAX_BYTES",
     "SUBPROTOCOLS",
     "CloseCause",
@@ -37,6 +39,7 @@ __all__ = [
     "HalfClose",
     "LocalProtocolError",
     "MessageFrame",
+    "Negotiated",
     "Session",
     "SessionEvent",
     "SessionState",
@@ -61,6 +64,7 @@ class Subprotocol(enum.Enum):
 
 
 SUBPROTOCOLS: Final = tuple(p.value for p in Subprotocol)
+BEARER: Final = "bearer"  # `Sec-WebSocket-Protocol: bearer, <token>` carries a token (auth)
 
 
 class SubprotocolError(ValueError):
@@ -75,16 +79,37 @@ class LocalProtocolError(RuntimeError):
     """The server side tried a step its session state forbids (a bridge bug)."""
 
 
-def negotiate(offered: list[str]) -> Subprotocol | None:
-    """The first offered subprotocol we speak; None (meaning JSON) when none was offered."""
-    if not offered:
-        return None
-    for name in offered:
+@dataclass(frozen=True)
+class Negotiated:
+    """The outcome of the handshake: the frame encoding and the protocol to echo (if any)."""
+
+    frames: Subprotocol
+    echo: str | None
+
+
+def _without_credentials(offered: list[str]) -> tuple[list[str], bool]:
+    """``offered`` minus ``bearer, <token>`` (the auth convention for browsers)."""
+    if BEARER not in offered:
+        return offered, False
+    index = offered.index(BEARER)
+    return offered[:index] + offered[index + 2 :], True
+
+
+def negotiate(offered: list[str]) -> Negotiated:
+    """The first offered subprotocol we speak; JSON when none but credentials was offered.
+
+    ``bearer, <token>`` entries carry a token for the auth layer: they are never echoed or
+    named in errors; when nothing else is offered the answer echoes ``bearer``.
+    """
+    protocols, bearer = _without_credentials(offered)
+    if not protocols:
+        return Negotiated(Subprotocol.JSON, BEARER if bearer else None)
+    for name in protocols:
         for protocol in Subprotocol:
             if protocol.value == name:
-                return protocol
+                return Negotiated(protocol, protocol.value)
     raise SubprotocolError(
-        f"unsupported WebSocket subprotocol(s) {', '.join(offered)!s}; "
+        f"unsupported WebSocket subprotocol(s) {', '.join(protocols)}; "
         f"supported: {', '.join(SUBPROTOCOLS)}"
     )
 

@@ -648,6 +648,8 @@ class _QueryWalk:
             path = (*prefix, field.name)
             if path in self.excluded:
                 continue
+            if "OUTPUT_ONLY" in field_behaviors(field):
+                continue  # the server ignores it on input
             name = name_prefix + self.registry.json_name(field)
             needed = required and "REQUIRED" in field_behaviors(field)
             nested = field.message_type

@@ -2,9 +2,10 @@
 
 Before the upgrade: a browser ``Origin`` must be allowed (``StreamSettings.allowed_origins``
 plus the CORS origins; "*" allows any; with neither, only the gateway's own host) else 403; the
-offered subprotocols must include one of ``gateway.frames.SUBPROTOCOLS`` (none offered means
-JSON) else 400; the path and query must transcode (they are applied to every request message)
-else 400. Every refusal is a google.rpc.Status JSON body.
+offered subprotocols must include one of ``gateway.frames.SUBPROTOCOLS`` (none offered, or
+only the auth layer's ``bearer, <token>``, means JSON) else 400; the path and query must
+transcode (they are applied to every request message) else 400. Every refusal is a
+google.rpc.Status JSON body.
 
 After it, frames follow ``gateway.frames``: client message frames become upstream writes, the
 client's half-close becomes ``done_writing()``, upstream messages become result frames, and the
@@ -103,14 +104,14 @@ async def serve_websocket(ctx: CallContext) -> web.StreamResponse:
             grpc.StatusCode.PERMISSION_DENIED, f"WebSocket Origin {origin!r} is not allowed"
         )
     try:
-        protocol = negotiate(_offered(ctx.request))
+        negotiated = negotiate(_offered(ctx.request))
         bound = bound_fields(ctx)
     except SubprotocolError as exc:
         return status_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except TranscodeError as exc:
         return transcode_error_response(exc)
     socket = _CallSocket(
-        protocols=(protocol.value,) if protocol else (),
+        protocols=(negotiated.echo,) if negotiated.echo else (),
         heartbeat=settings.websocket_heartbeat,
         max_msg_size=settings.websocket_max_message,
         timeout=_CLOSE_TIMEOUT,
@@ -119,7 +120,7 @@ async def serve_websocket(ctx: CallContext) -> web.StreamResponse:
         return status_response(grpc.StatusCode.INVALID_ARGUMENT, "not a WebSocket handshake")
     await socket.prepare(ctx.request)
     with live.track() as life:
-        await _SocketCall(ctx, socket, protocol or Subprotocol.JSON, bound, settings).run(life)
+        await _SocketCall(ctx, socket, negotiated.frames, bound, settings).run(life)
     return socket
 
 

@@ -217,6 +217,16 @@ async def test_a_message_after_half_close_is_invalid_argument(echo_gateway: Gate
         assert "half-closed" in statuses[0]["message"]
 
 
+async def test_a_bearer_token_subprotocol_gets_json_frames_and_is_not_echoed(
+    echo_gateway: Gateway,
+) -> None:
+    url = echo_gateway.ws_url("/v1/everything:chat")
+    async with connect(url, subprotocols=["bearer", "t0ken"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "bearer"
+        await ws.send(message_frame({"id": "b"}))
+        assert orjson.loads(await ws.recv())["result"]["id"] == "b"
+
+
 async def test_unknown_subprotocols_fail_the_handshake(echo_gateway: Gateway) -> None:
     url = echo_gateway.ws_url("/v1/everything:chat")
     with pytest.raises(InvalidStatus) as refused:

@@ -14,6 +14,7 @@ from gateway.frames import (
     HalfClose,
     LocalProtocolError,
     MessageFrame,
+    Negotiated,
     Session,
     SessionEvent,
     SessionState,
@@ -31,10 +32,21 @@ JSON, PROTO = Subprotocol.JSON, Subprotocol.PROTO
 
 
 def test_negotiation_picks_the_first_known_and_defaults_to_json() -> None:
-    assert negotiate([]) is None
-    assert negotiate(["x", "switchboard.grpc.proto.v1", "switchboard.grpc.json.v1"]) is PROTO
+    assert negotiate([]) == Negotiated(JSON, None)
+    picked = negotiate(["x", "switchboard.grpc.proto.v1", "switchboard.grpc.json.v1"])
+    assert picked == Negotiated(PROTO, "switchboard.grpc.proto.v1")
     with pytest.raises(SubprotocolError, match=r"chat\.v2.*switchboard\.grpc\.json\.v1"):
         negotiate(["chat.v2"])
+
+
+def test_bearer_token_entries_are_never_echoed_nor_named() -> None:
+    assert negotiate(["bearer", "s3cret"]) == Negotiated(JSON, "bearer")
+    assert negotiate(["switchboard.grpc.proto.v1", "bearer", "s3cret"]) == Negotiated(
+        PROTO, "switchboard.grpc.proto.v1"
+    )
+    with pytest.raises(SubprotocolError) as refused:
+        negotiate(["bearer", "s3cret", "chat.v2"])
+    assert "s3cret" not in str(refused.value)
 
 
 def test_json_client_frames() -> None:

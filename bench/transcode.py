@@ -1,0 +1,240 @@
+"""Scenario "transcode": the gateway's JSON mapping against google.protobuf.json_format.
+
+In-process, no servers. For each Switchboard message (a Message, a Room, a RoomEvent and a
+ListMessagesResponse of 50 messages) and each direction:
+
+- encode: ``gateway.transcode.encode_message`` vs ``json_format.MessageToJson`` (same
+  options: camelCase names, unpopulated fields printed, or both left out in "sparse");
+- decode: ``gateway.transcode.decode_json_message`` vs ``json_format.Parse``;
+- build_request: ``gateway.transcode.build_request`` for PostMessage (path + body field) and
+  GetRoom (path only) vs what a handler writes by hand (construct + ``json_format.Parse``).
+
+Times are the best of several repeats, in µs per message. Every pair's outputs are compared
+first: equal JSON values for encode, equal messages for decode and build_request; a mismatch
+is recorded (and counts as a missed target), never hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from bench.stats import ratio
+from gateway.transcode import (
+    JsonOptions,
+    QueryOptions,
+    build_request,
+    decode_json_message,
+    encode_message,
+)
+from switchboard.v1 import chat_pb2, rooms_pb2
+
+REPEATS = 5
+
+
+@dataclass(frozen=True)
+class Case:
+    """One comparison: the gateway's function and json_format's, on the same input."""
+
+    name: str
+    gateway: Callable[[], Any]
+    baseline: Callable[[], Any]
+    same: Callable[[Any, Any], bool]
+
+
+def _message(offset: int) -> chat_pb2.Message:
+    message = chat_pb2.Message(
+        name=f"rooms/bench/messages/{offset:016x}",
+        text=f"hello number {offset}, with ünïcode ✓ and \"quotes\"",
+        sender="users/alice",
+        offset=offset,
+        epoch="5f0c6a7e2b1d9c33",
+        attributes={"client": "bench", "lang": "en"},
+    )
+    message.create_time.FromNanoseconds(1_763_700_000_123_456_789 + offset)
+    return message
+
+
+def _room() -> rooms_pb2.Room:
+    room = rooms_pb2.Room(
+        name="rooms/bench",
+        display_name="Bench room",
+        description="a room for the benchmarks",
+        labels={"team": "core", "tier": "gold"},
+        etag="a1b2c3d4e5f6",
+        creator="users/alice",
+        last_offset=1234,
+        epoch="5f0c6a7e2b1d9c33",
+    )
+    room.create_time.FromNanoseconds(1_763_700_000_000_000_000)
+    room.update_time.FromNanoseconds(1_763_700_001_500_000_000)
+    return room
+
+
+def _event() -> chat_pb2.RoomEvent:
+    event = chat_pb2.RoomEvent(
+        id="5f0c6a7e2b1d9c33-42", offset=42, epoch="5f0c6a7e2b1d9c33", room="rooms/bench"
+    )
+    event.time.FromNanoseconds(1_763_700_000_123_456_000)
+    event.message_posted.CopyFrom(_message(42))
+    return event
+
+
+def _page() -> chat_pb2.ListMessagesResponse:
+    page = chat_pb2.ListMessagesResponse(
+        next_page_token="b2Zmc2V0PTUw", epoch="5f0c6a7e2b1d9c33", first_offset=1, last_offset=50
+    )
+    page.messages.extend(_message(offset) for offset in range(1, 51))
+    return page
+
+
+SAMPLES: dict[str, Message] = {
+    "Message": _message(7),
+    "Room": _room(),
+    "RoomEvent": _event(),
+    "ListMessagesResponse(50)": _page(),
+}
+
+
+def _same_json(ours: bytes, theirs: str) -> bool:
+    return bool(json.loads(ours) == json.loads(theirs))
+
+
+def _encode_cases(emit_unpopulated: bool) -> list[Case]:
+    options = JsonOptions(emit_unpopulated=emit_unpopulated)
+    label = "full" if emit_unpopulated else "sparse"
+    return [
+        Case(
+            f"encode {name} ({label})",
+            lambda m=message: encode_message(m, options=options),
+            lambda m=message: json_format.MessageToJson(
+                m, indent=None, always_print_fields_with_no_presence=emit_unpopulated
+            ),
+            _same_json,
+        )
+        for name, message in SAMPLES.items()
+    ]
+
+
+def _decode_cases() -> list[Case]:
+    options = JsonOptions()
+    cases = []
+    for name, message in SAMPLES.items():
+        data = json_format.MessageToJson(message, indent=None).encode()
+        cls = type(message)
+        cases.append(
+            Case(
+                f"decode {name}",
+                lambda d=data, c=cls: decode_json_message(c.DESCRIPTOR, d, options),
+                lambda d=data, c=cls: json_format.Parse(d, c(), ignore_unknown_fields=True),
+                lambda a, b: bool(a == b),
+            )
+        )
+    return cases
+
+
+def _post_by_hand(body: bytes) -> chat_pb2.PostMessageRequest:
+    request = chat_pb2.PostMessageRequest(parent="rooms/bench")
+    json_format.Parse(body, request.message, ignore_unknown_fields=True)
+    return request
+
+
+def _build_cases() -> list[Case]:
+    options, query_options = JsonOptions(), QueryOptions()
+    body = b'{"text":"hello there","attributes":{"client":"bench","lang":"en"}}'
+
+    def post() -> Message:
+        return build_request(
+            chat_pb2.PostMessageRequest.DESCRIPTOR,
+            path_bindings=((("parent",), "rooms/bench"),),
+            query=(),
+            body=body,
+            body_field="message",
+            content_type="application/json",
+            http_method="POST",
+            options=options,
+            query_options=query_options,
+        )
+
+    def get() -> Message:
+        return build_request(
+            rooms_pb2.GetRoomRequest.DESCRIPTOR,
+            path_bindings=((("name",), "rooms/bench"),),
+            query=(),
+            body=None,
+            body_field="",
+            content_type="",
+            http_method="GET",
+            options=options,
+            query_options=query_options,
+        )
+
+    same = lambda a, b: bool(a == b)  # noqa: E731 - a one-line comparison shared by two cases
+    return [
+        Case("build_request PostMessage", post, lambda: _post_by_hand(body), same),
+        Case(
+            "build_request GetRoom",
+            get,
+            lambda: rooms_pb2.GetRoomRequest(name="rooms/bench"),
+            same,
+        ),
+    ]
+
+
+def _per_call_us(function: Callable[[], Any], budget_s: float) -> float:
+    """Best-of-REPEATS µs per call, each repeat running about budget_s / REPEATS."""
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 0.02:
+        function()
+        calls += 1
+    per_call = (time.perf_counter() - start) / calls
+    loops = max(1, int(budget_s / REPEATS / per_call))
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        for _ in range(loops):
+            function()
+        best = min(best, (time.perf_counter() - start) / loops)
+    return best * 1e6
+
+
+def _measure(case: Case, budget_s: float) -> dict[str, Any]:
+    try:
+        identical = case.same(case.gateway(), case.baseline())
+        error = ""
+    except Exception as exc:  # a crash is a result too: report it, keep going
+        identical, error = False, f"{type(exc).__name__}: {exc}"
+    row: dict[str, Any] = {"case": case.name, "identical_output": identical}
+    if error:
+        row["error"] = error
+        return row
+    gateway_us = _per_call_us(case.gateway, budget_s)
+    baseline_us = _per_call_us(case.baseline, budget_s)
+    row.update(
+        gateway_us=round(gateway_us, 2),
+        json_format_us=round(baseline_us, 2),
+        speedup=ratio(baseline_us, gateway_us),
+    )
+    return row
+
+
+def run(*, full: bool) -> dict[str, Any]:
+    budget_s = 1.0 if full else 0.25
+    cases = [*_encode_cases(True), *_encode_cases(False), *_decode_cases(), *_build_cases()]
+    rows = [_measure(case, budget_s) for case in cases]
+    speedups = [row["speedup"] for row in rows if row.get("speedup")]
+    all_identical = all(row["identical_output"] for row in rows)
+    slowest = min(speedups) if speedups else None
+    return {
+        "rows": rows,
+        "all_identical": all_identical,
+        "min_speedup": slowest,
+        "target": "gateway not slower than json_format (speedup >= 1.0) with identical output",
+        "target_met": bool(all_identical and slowest is not None and slowest >= 1.0),
+    }
