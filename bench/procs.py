@@ -8,6 +8,7 @@ process's user+system CPU seconds (psutil) before and after a load.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import resource
@@ -111,14 +112,25 @@ def start(name: str, argv: Sequence[str], scratch: Path, *, http: bool) -> Serve
     return Server(name, process, address, log)
 
 
+@functools.cache
+def _no_auth(*module: str) -> tuple[str, ...]:
+    """``--no-auth`` when the command offers it: the benchmarks measure without tokens."""
+    shown = subprocess.run(
+        [sys.executable, "-m", *module, "--help"],
+        capture_output=True, text=True, env=python_env(), cwd=REPO, timeout=60, check=False,
+    )  # fmt: skip
+    return ("--no-auth",) if "--no-auth" in shown.stdout else ()
+
+
 def start_service(scratch: Path, *extra: str) -> Server:
     argv = [sys.executable, "-m", "services", "serve", "--listen", "127.0.0.1:0"]
-    return start("service", [*argv, "--grace-period", "1", *extra], scratch, http=False)
+    argv += [*_no_auth("services", "serve"), "--grace-period", "1", *extra]
+    return start("service", argv, scratch, http=False)
 
 
 def start_gateway(scratch: Path, backend: str) -> Server:
     argv = [sys.executable, "-m", "gateway", "--backend", backend, "--listen", "127.0.0.1:0"]
-    return start("gateway", argv, scratch, http=True)
+    return start("gateway", [*argv, *_no_auth("gateway")], scratch, http=True)
 
 
 def start_aiohttp_baseline(scratch: Path, backend: str) -> Server:

@@ -15,10 +15,10 @@ def percentiles_ms(samples: Sequence[float] | np.ndarray) -> dict[str, float | i
     p50, p90, p99 = np.percentile(values, [50, 90, 99]) * 1e3
     return {
         "count": int(values.size),
-        "p50_ms": round(float(p50), 3),
-        "p90_ms": round(float(p90), 3),
-        "p99_ms": round(float(p99), 3),
-        "max_ms": round(float(values.max()) * 1e3, 3),
+        "p50_ms": round(float(p50), 4),
+        "p90_ms": round(float(p90), 4),
+        "p99_ms": round(float(p99), 4),
+        "max_ms": round(float(values.max()) * 1e3, 4),
     }
 
 

@@ -12,6 +12,12 @@ only to allowed origins. Paths that match no route answer 404, a known path with
 method answers 405 with ``Allow``; both with google.rpc.Status bodies. A GET with
 ``Upgrade: websocket`` is routed to a streaming method bound to that path whatever its rule's
 verb.
+
+Auth (gateway/gate.py): every matched request, of every cardinality, is authenticated and
+authorised against its route's AuthRule before any bridge runs (401/400/403 with
+``WWW-Authenticate``); the bridges get metadata already stripped of client-sent identity keys
+and carrying the verified identity. The health endpoints (and any path no route serves) are
+public; routes without an AuthRule are denied and logged at start-up.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 
 import gateway.bridges.rest  # noqa: F401  (registers the UNARY bridge)
+from gateway.auth import AuthError
 from gateway.bridges import CallContext, dispatch, status_response
 from gateway.config import Settings
 from gateway.descriptors import Services, from_descriptor_set, from_modules, from_reflection
+from gateway.gate import admit, admitted_query, auth_context, log_denied, refusal, upstream_metadata
 from gateway.httprule import Matched, MethodNotAllowed, PathError, RouteTable
 from gateway.metadata import MetadataError, parse_grpc_timeout, request_metadata, wants_trailers
 from gateway.routes import Route, build_route_table, websocket_table
@@ -65,6 +73,7 @@ def build_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes + 1,
     )
     app[SETTINGS] = settings
+    app.cleanup_ctx.append(auth_context(settings.auth))
     app.cleanup_ctx.append(_gateway_ctx)
     app.on_response_prepare.append(_decorate_response)
     app.router.add_get("/healthz", _healthz, allow_head=False)
@@ -83,6 +92,8 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
             backend_of=lambda service: _backend_of(settings, origin, service),
             auto_map=settings.auto_map,
         )
+        if settings.auth is not None:
+            log_denied(table)
         app[UPSTREAM] = upstream
         app[ROUTES] = table
         app[WEBSOCKET_ROUTES] = websocket_table(table)
@@ -249,6 +260,10 @@ async def _serve(request: web.Request) -> web.StreamResponse:
             headers=[("Allow", allowed)],
         )
     try:
+        await admit(request, found.target)
+    except AuthError as error:
+        return refusal(error)
+    try:
         ctx = _call_context(request, found)
     except MetadataError as exc:
         return status_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -261,18 +276,21 @@ def _call_context(request: web.Request, found: Matched[Route]) -> CallContext:
     timeout_header = request.headers.get("Grpc-Timeout")
     requested = parse_grpc_timeout(timeout_header) if timeout_header is not None else None
     policy = DeadlinePolicy(unary=settings.unary_timeout, streaming=settings.stream_timeout)
-    metadata = request_metadata(
-        request.headers.items(),
-        allowlist=settings.header_allowlist,
-        peer=request.remote,
-        host=request.headers.get("Host"),
-        request_id=request_id,
+    metadata = upstream_metadata(
+        request,
+        request_metadata(
+            request.headers.items(),
+            allowlist=settings.header_allowlist,
+            peer=request.remote,
+            host=request.headers.get("Host"),
+            request_id=request_id,
+        ),
     )
     return CallContext(
         request=request,
         route=found.target,
         bindings=found.bindings,
-        query=tuple(request.query.items()),
+        query=admitted_query(request),
         upstream=request.app[UPSTREAM],
         settings=settings,
         metadata=metadata,

@@ -1,16 +1,23 @@
 """Auth settings (TOML ``[auth]`` table, ``SWITCHBOARD_*`` environment) → a running Authenticator.
 
 Used by both processes: the gateway and the service read the same settings and build the same
-``Authenticator`` with ``open_authenticator``. See gateway/docs/auth.md for every option.
+``Authenticator`` with ``open_authenticator``; both command lines take the same flags
+(``add_auth_arguments`` / ``auth_from_args``). See gateway/docs/auth.md for every option.
 
 Invariants: every invalid value is an ``AuthConfigError`` naming the option; keys, the policy
 and a JWKS file are loaded at start-up, never at request time; environment values override the
 file. The development key (``dev = true``) is an HS256 secret shared through
 ``SWITCHBOARD_DEV_SECRET`` or a generated file in the user's state directory.
+
+Secure default (``auth_from_args``): a process with no key source (no key, no JWKS, no dev key)
+refuses to start unless ``--no-auth`` says, explicitly, that every caller is let in unchecked.
+``--no-auth`` is a flag only, never an environment variable, so it cannot be inherited by
+accident.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import secrets
@@ -39,9 +46,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEV_KID",
+    "NO_KEYS",
     "AuthConfig",
     "AuthConfigError",
     "KeyConfig",
+    "add_auth_arguments",
+    "auth_from_args",
     "build_keyring",
     "dev_secret",
     "dev_secret_path",
@@ -51,6 +61,12 @@ __all__ = [
 DEV_KID = "switchboard-dev"
 DEV_SECRET_ENV = "SWITCHBOARD_DEV_SECRET"
 ASYMMETRIC_ALGORITHMS = tuple(sorted(SUPPORTED_ALGORITHMS - HMAC_ALGORITHMS))
+AUTH_CONFIG_ENV = "SWITCHBOARD_AUTH_CONFIG"
+NO_KEYS = (
+    "no token verification key is configured: pass --auth-config FILE (keys or a JWKS; or set "
+    f"{AUTH_CONFIG_ENV}, SWITCHBOARD_JWKS_URL, ...), --dev-auth for the development key "
+    "(never in production), or --no-auth to let every caller in without a token"
+)
 
 
 class AuthConfigError(ValueError):
@@ -139,6 +155,11 @@ class AuthConfig:
         except ValueError as exc:
             raise AuthConfigError(f"auth.{exc}") from exc
         return self
+
+    @property
+    def has_key_source(self) -> bool:
+        """Whether any token could ever verify: a configured key, a JWKS or the dev key."""
+        return bool(self.keys) or self.dev or self.jwks_file is not None or bool(self.jwks_url)
 
     @property
     def claim_rules(self) -> ClaimRules:
@@ -239,6 +260,63 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SWITCHBOARD_AUTH_QUERY_PARAM": ("query_param", str),
     "SWITCHBOARD_AUTH_STRIP_HEADERS": ("strip_headers", _csv),
 }
+
+
+# --- command line (shared by ``python -m services`` and ``python -m gateway``) -------------------
+
+
+def add_auth_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--auth-config FILE``, ``--dev-auth`` and ``--no-auth``."""
+    group = parser.add_argument_group(
+        "authentication",
+        "With no key configured the process refuses to start unless --no-auth is given. "
+        "SWITCHBOARD_JWT_*, SWITCHBOARD_JWKS_* and SWITCHBOARD_AUTH_* variables override the file.",
+    )
+    group.add_argument(
+        "--auth-config",
+        type=Path,
+        metavar="FILE",
+        help=f"TOML file with an [auth] table: keys, JWKS, issuer, audience, policy "
+        f"(also {AUTH_CONFIG_ENV})",
+    )
+    group.add_argument(
+        "--dev-auth",
+        action="store_true",
+        help="accept tokens signed with the development key, as minted by "
+        "'python -m services token' (also SWITCHBOARD_AUTH_DEV=1); never in production",
+    )
+    group.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="check no token at all: every caller is let in (logged as a warning at start-up)",
+    )
+
+
+def auth_from_args(
+    namespace: argparse.Namespace,
+    base: AuthConfig | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> AuthConfig | None:
+    """The auth settings the flags ask for; None means ``--no-auth`` (no checks at all).
+
+    ``base`` is what a process's own config file said (``[auth]`` in the gateway's TOML);
+    ``--auth-config`` (or ``SWITCHBOARD_AUTH_CONFIG``) replaces it, the environment overrides
+    either, ``--dev-auth`` adds the development key. No key source at all is an error.
+    """
+    path: Path | None = namespace.auth_config
+    if path is None and environ.get(AUTH_CONFIG_ENV):
+        path = Path(environ[AUTH_CONFIG_ENV])
+    if namespace.no_auth:
+        if namespace.auth_config is not None or namespace.dev_auth:
+            raise AuthConfigError("--no-auth cannot be combined with --auth-config or --dev-auth")
+        return None
+    config = AuthConfig.load(path) if path is not None else (base or AuthConfig())
+    config = config.with_env(environ)
+    if namespace.dev_auth:
+        config = replace(config, dev=True)
+    if not config.has_key_source:
+        raise AuthConfigError(NO_KEYS)
+    return config
 
 
 # --- keys ---------------------------------------------------------------------------------------

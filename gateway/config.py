@@ -6,6 +6,11 @@ name is its address list joined with commas.
 
 Invariant: every invalid value is a ``ConfigError`` naming the option (and the file) at fault;
 nothing is validated later at request time.
+
+Auth: ``Settings.auth`` is an ``AuthConfig`` (gateway/authconfig.py, shared with the service) or
+None for no checks. ``Settings()`` built in code has None; the command line never leaves it None
+by accident: with no key configured (``[auth]`` table, ``--auth-config``, environment,
+``--dev-auth``) it refuses to start unless ``--no-auth`` is given.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.authconfig import AuthConfig, AuthConfigError, add_auth_arguments, auth_from_args
 from gateway.descriptors import DEFAULT_MODULES
 from gateway.transcode import JsonOptions, QueryOptions
 
@@ -57,6 +63,7 @@ class Settings:
     cors_allow_credentials: bool = False
     json: JsonOptions = field(default_factory=JsonOptions)
     query: QueryOptions = field(default_factory=QueryOptions)
+    auth: AuthConfig | None = None  # None: no token is checked (``--no-auth``)
 
     def backend_for(self, service: str) -> str:
         """The backend name serving ``service``: its address list joined with commas."""
@@ -127,6 +134,8 @@ def _from_mapping(data: Mapping[str, Any], *, base: Path) -> Settings:
             values[key] = base / str(value)
         elif key == "json":
             values[key] = _json_options(value)
+        elif key == "auth":
+            values[key] = _auth(value, base)
         elif key == "query_reject_unknown":
             values["query"] = QueryOptions(reject_unknown=_typed(key, value, bool))
         elif key in _LISTS:
@@ -142,6 +151,15 @@ def _backends(value: object) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
         raise ConfigError("backends: expected a table of service name → addresses")
     return {name: _addresses(addrs, option=f"backends.{name}") for name, addrs in value.items()}
+
+
+def _auth(value: object, base: Path) -> AuthConfig:
+    if not isinstance(value, dict):
+        raise ConfigError("auth: expected a table")
+    try:
+        return AuthConfig.from_mapping(value, base_dir=base)
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _json_options(value: object) -> JsonOptions:
@@ -203,6 +221,7 @@ def argument_parser() -> argparse.ArgumentParser:
     add("--max-body-bytes", type=int, metavar="BYTES", help="request body limit")
     add("--allow-header", action="append", metavar="NAME", help="forward this header too")
     add("--cors-origin", action="append", metavar="ORIGIN", help="allow this CORS origin")
+    add_auth_arguments(parser)
     return parser
 
 
@@ -229,7 +248,10 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
     settings = _checked(replace(settings, **changes))
     if not settings.backends:
         raise ConfigError("no backend: pass --backend HOST:PORT or set [backends] in --config")
-    return settings
+    try:
+        return replace(settings, auth=auth_from_args(args, settings.auth))
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _backend_flags(values: Sequence[str]) -> dict[str, tuple[str, ...]]:

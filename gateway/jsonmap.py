@@ -3,7 +3,8 @@
 Printing gives exactly what `json_format.MessageToDict` gives (then serialized with orjson),
 only faster: the per-field work (JSON key, value converter, enum names, defaults) is worked
 out once per (Descriptor, JsonOptions) and kept in a `_Plan`. Parsing uses orjson for the
-bytes and `json_format.ParseDict` for the mapping, so its rules are json_format's.
+bytes and `gateway.jsonparse`'s fast path for the mapping, falling back to
+`json_format.ParseDict` for anything unusual, so its rules and errors are json_format's.
 
 Invariants:
 - Printing never mutates the message; parsing only ever raises TranscodeError (whatever the
@@ -34,6 +35,7 @@ from gateway.fieldpath import (
     is_map,
     message_type_of,
 )
+from gateway.jsonparse import Unsupported, fast_parse
 
 __all__ = [
     "JsonOptions",
@@ -347,6 +349,13 @@ def parse_into(value: JsonValue, message: Message, options: JsonOptions) -> None
     full_name = descriptor_of(message).full_name
     if not isinstance(value, dict) and full_name not in _SCALAR_JSON_TYPES:
         raise TranscodeError(f"expected a JSON object for {full_name}, got {_json_kind(value)}")
+    if not message.ListFields():
+        try:
+            fast_parse(value, message, options.ignore_unknown_fields)
+        except Unsupported:
+            message.Clear()
+        else:
+            return
     try:
         json_format.ParseDict(
             value,

@@ -45,6 +45,7 @@ from gateway.openapi_schema import (
     field_behaviors,
     is_map_field,
     is_scalar_json,
+    non_default,
 )
 from gateway.openapi_streams import sse_extension, websocket_extension
 from gateway.routes import Cardinality, Route
@@ -154,7 +155,10 @@ def render_openapi(
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "A JWT the gateway verifies; its roles grant permissions.",
+                    "description": "A JWT the gateway verifies; its roles grant the "
+                    "permissions an operation lists in `x-required-permissions`. Streams also "
+                    "take it from a cookie, and WebSockets from the subprotocol pair `bearer`, "
+                    "`<token>`, when the gateway is configured so.",
                 }
             },
             "responses": {
@@ -248,6 +252,7 @@ class _Operation:
     operation_id: str
     registry: SchemaRegistry
     bound: set[FieldPath] = dataclass_field(default_factory=set)
+    body_description: str = ""
 
     def locate(self) -> tuple[str, list[Schema], list[Schema]]:
         """The OpenAPI path, its path parameters and the query parameters."""
@@ -467,7 +472,10 @@ class _Operation:
                 "every message. `application/json` and `application/jsonl` are accepted too.",
                 "content": {NDJSON: {"schema": schema}},
             }
-        return {"required": required, "content": {JSON_TYPE: {"schema": schema}}}
+        body: Schema = {"required": required, "content": {JSON_TYPE: {"schema": schema}}}
+        if self.body_description:
+            body["description"] = self.body_description
+        return body
 
     def _raw_body(self) -> Schema | None:
         """The request body when it is a google.api.HttpBody: raw bytes of any media type."""
@@ -499,11 +507,15 @@ class _Operation:
             return registry.add_named(f"{self.operation_id}Body", derived), required
         body_field = request.fields_by_name[route.body]
         required = "REQUIRED" in field_behaviors(body_field)
+        self.body_description = registry.comments.get(body_field.full_name)
         inner = {path[1:] for path in self.bound if path[0] == route.body and len(path) > 1}
         if inner and body_field.message_type is not None and not body_field.is_repeated:
             derived = registry.object(body_field.message_type, without=inner)
             return registry.add_named(f"{self.operation_id}Body", derived), required
-        return registry.field(body_field), required
+        schema = registry.shape(body_field)
+        if required:
+            schema.update(non_default(body_field))
+        return schema, required
 
     # -- responses ---------------------------------------------------------------------------
 
@@ -681,6 +693,7 @@ class _QueryWalk:
         parameter: Schema = {"name": name, "in": "query", "schema": schema, **style}
         if required:
             parameter["required"] = True
+            schema.update(non_default(field))
         comment = registry.comments.get(field.full_name)
         if comment:
             parameter["description"] = comment
@@ -704,3 +717,9 @@ def _non_null(schema: Schema) -> Schema:
         rest = [option for option in options if option != {"type": "null"}]
         return rest[0] if len(rest) == 1 else {"anyOf": rest}
     return schema
+
+
+if __name__ == "__main__":  # `python -m gateway.openapi` runs the command of gateway.openapi_cli
+    from gateway.openapi_cli import main
+
+    raise SystemExit(main())

@@ -45,6 +45,7 @@ __all__ = [
     "field_behaviors",
     "is_map_field",
     "is_scalar_json",
+    "non_default",
 ]
 
 Schema = dict[str, Any]
@@ -155,6 +156,18 @@ def field_behaviors(field: FieldDescriptor) -> frozenset[str]:
     return frozenset(_BEHAVIOR_NAMES.get(int(value), str(value)) for value in values)
 
 
+def non_default(field: FieldDescriptor) -> Schema:
+    """What REQUIRED adds to a field's schema: proto3 cannot tell an empty string, list or
+    map from an absent one, so a required one must not be empty (AIP-203)."""
+    if is_map_field(field):
+        return {"minProperties": 1}
+    if field.is_repeated:
+        return {"minItems": 1}
+    if field.type in (_F.TYPE_STRING, _F.TYPE_BYTES):
+        return {"minLength": 1}
+    return {}
+
+
 def is_map_field(field: FieldDescriptor) -> bool:
     message = field.message_type
     return message is not None and message.GetOptions().map_entry
@@ -248,6 +261,8 @@ class SchemaRegistry:
         if description:
             schema["description"] = description
         behaviors = field_behaviors(field)
+        if "REQUIRED" in behaviors:
+            schema.update(non_default(field))
         if "OUTPUT_ONLY" in behaviors:
             schema["readOnly"] = True
         if "INPUT_ONLY" in behaviors:

@@ -152,10 +152,12 @@ def server_frame_schema(route: Route, registry: SchemaRegistry) -> Schema:
 def websocket_extension(route: Route, registry: SchemaRegistry) -> Schema:
     """``x-websocket``: how to carry the call over a WebSocket on the operation's path."""
     return {
-        "description": "Open with a GET and `Upgrade: websocket` on this path (query parameters "
-        "and path fields apply as for HTTP). Text frames of the JSON subprotocol follow "
-        "`clientFrame` / `serverFrame`; the server's last frame is the call's status, then it "
-        "closes with a code from `closeCodes`.",
+        "description": "Open with a GET and `Upgrade: websocket` on this path; the path and "
+        "query fields are applied to every request message. A browser, which cannot send "
+        "`Authorization`, offers the subprotocols `bearer`, `<token>` next to one of "
+        "`subprotocols`. Text frames of the JSON subprotocol follow `clientFrame` / "
+        "`serverFrame` (a server-streaming call takes one message); the server's last frame "
+        "is the call's status, then it closes with a code from `closeCodes`.",
         "subprotocols": list(SUBPROTOCOLS),
         "defaultSubprotocol": Subprotocol.JSON.value,
         "clientFrame": client_frame_schema(route, registry),

@@ -14,7 +14,10 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from services.config import ConfigError, ServiceConfig
+from gateway.authconfig import AuthConfigError
+from gateway.jwks import JwksError
+from services.auth import add_token_command
+from services.config import ConfigError, ServiceConfig, auth_from_namespace
 from services.server import serve
 
 Run = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -24,12 +27,13 @@ DEFAULT_COMMAND = "serve"
 async def _run_serve(namespace: argparse.Namespace) -> int:
     try:
         config = ServiceConfig.from_namespace(namespace)
+        auth = auth_from_namespace(namespace)
     except ConfigError as error:
         print(f"python -m services: {error}", file=sys.stderr)
         return 2
     try:
-        await serve(config)
-    except RuntimeError as error:  # e.g. the listen address is taken
+        await serve(config, auth=auth)
+    except (RuntimeError, AuthConfigError, JwksError) as error:  # address taken, key unreadable
         print(f"python -m services: {error}", file=sys.stderr)
         return 1
     return 0
@@ -40,7 +44,8 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "serve",
         help="run the gRPC service (the default)",
         description="Run the Switchboard gRPC service. Every flag also reads "
-        "SWITCHBOARD_<FLAG> from the environment; the flag wins.",
+        "SWITCHBOARD_<FLAG> from the environment; the flag wins. With no token key "
+        "configured the service refuses to start unless --no-auth is given.",
     )
     ServiceConfig.add_arguments(parser)
     parser.set_defaults(run=_run_serve)
@@ -48,6 +53,7 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = {
     "serve": add_serve,
+    "token": add_token_command,
 }
 
 

@@ -3,6 +3,11 @@
 Precedence: a command-line flag wins over its environment variable, which wins over
 the default. Every value is validated once, here; a bad value names the flag or the
 variable it came from.
+
+Auth settings are the gateway's (``gateway.authconfig``: one implementation for both
+processes): ``--auth-config FILE``, ``--dev-auth``, ``--no-auth`` and the
+``SWITCHBOARD_JWT_*``/``SWITCHBOARD_JWKS_*``/``SWITCHBOARD_AUTH_*`` variables. With no key
+configured, ``auth_from_namespace`` refuses unless ``--no-auth`` was given.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from gateway.authconfig import AuthConfig, AuthConfigError, add_auth_arguments, auth_from_args
 from services.engine import EngineConfig
 
 ENV_PREFIX = "SWITCHBOARD_"
@@ -62,6 +68,7 @@ class ServiceConfig:
         """Adds one flag per field; unset flags stay None so the environment can apply."""
         for spec in _OPTIONS:
             parser.add_argument(spec.flag, dest=spec.name, default=None, help=spec.help)
+        add_auth_arguments(parser)
 
     @classmethod
     def from_namespace(
@@ -77,6 +84,16 @@ class ServiceConfig:
             elif spec.env in env:
                 values[spec.name] = spec.parse(env[spec.env], spec.env)
         return cls(**values)
+
+
+def auth_from_namespace(
+    namespace: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> AuthConfig | None:
+    """The auth settings of parsed flags and ``environ``; None means ``--no-auth``."""
+    try:
+        return auth_from_args(namespace, environ=os.environ if environ is None else environ)
+    except AuthConfigError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)

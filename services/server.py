@@ -5,22 +5,31 @@ and each service) and server reflection for all of them, so ``grpcurl`` needs no
 proto files. Graceful shutdown, in order: health goes NOT_SERVING, the engine
 closes (every live stream ends with UNAVAILABLE so clients resume elsewhere), then
 ``server.stop(grace)`` lets in-flight unary calls finish.
+
+Auth: ``guarded(auth)`` opens the shared Authenticator (gateway/authconfig.py) and yields the
+``AuthInterceptor`` for it; every call is then verified against the method's AuthRule, the
+methods with no rule are logged as denied at start-up. ``auth=None`` (``--no-auth``) logs a
+loud warning and installs nothing: every caller is ``ANONYMOUS``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from gateway.authconfig import AuthConfig, open_authenticator
+from gateway.policy import methods_without_rule
+from services.auth import AuthInterceptor
 from services.chat import ChatServicer
 from services.config import ServiceConfig
 from services.engine import Engine
@@ -43,6 +52,12 @@ SERVICE_NAMES = (
     presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name,
 )
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+SERVICES = (
+    rooms_pb2.DESCRIPTOR.services_by_name["RoomService"],
+    chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
+    presence_pb2.DESCRIPTOR.services_by_name["PresenceService"],
+)
+Interceptors: TypeAlias = "tuple[grpc.aio.ServerInterceptor[Any, Any], ...]"  # generic in stubs
 
 
 @dataclass(slots=True)
@@ -104,13 +119,36 @@ def listen_address(config: ServiceConfig, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def serve(config: ServiceConfig, engine: Engine | None = None) -> None:
-    """Runs the service until SIGTERM or SIGINT, then shuts down gracefully."""
+@contextlib.asynccontextmanager
+async def guarded(auth: AuthConfig | None) -> AsyncIterator[Interceptors]:
+    """The interceptors enforcing ``auth`` (none, with a warning, when it is None)."""
+    if auth is None:
+        log.warning("AUTHENTICATION IS OFF (--no-auth): every caller is let in, unchecked")
+        yield ()
+        return
+    async with open_authenticator(auth) as authenticator:
+        for path in methods_without_rule(SERVICES):
+            log.warning("no auth rule, denied to every caller: %s", path)
+        log.info("auth on: every call needs a valid bearer token unless its method is public")
+        yield (AuthInterceptor(authenticator),)
+
+
+async def serve(
+    config: ServiceConfig, engine: Engine | None = None, *, auth: AuthConfig | None = None
+) -> None:
+    """Runs the service until SIGTERM or SIGINT, then shuts down gracefully.
+
+    ``auth`` None runs without authentication (the command line asks for ``--no-auth``)."""
+    async with guarded(auth) as interceptors:
+        await _serve(config, engine, interceptors)
+
+
+async def _serve(config: ServiceConfig, engine: Engine | None, interceptors: Interceptors) -> None:
     if engine is None:
         from services.engine.memory import MemoryEngine
 
         engine = MemoryEngine(config.engine_config())
-    switchboard = build_server(config, engine)
+    switchboard = build_server(config, engine, interceptors=interceptors)
     await switchboard.start()
     log.info("switchboard listening on %s", listen_address(config, switchboard.port))
     stop = asyncio.Event()

@@ -4,25 +4,30 @@
         room = await handle.rooms.CreateRoom(...)
 
 The handle's stubs share one channel; ``handle.channel()`` opens another (closed
-when the block exits). Unless an engine is passed in, a fresh MemoryEngine is made
-from ``config`` and closed on exit. ``handle.shutdown()`` runs the graceful
-shutdown sequence early (health NOT_SERVING, engine closed, server stopped).
+when the block exits). Without ``auth`` the server checks no token (every caller is
+ANONYMOUS unless a test interceptor says otherwise); ``running_server(auth=AuthConfig(...))``
+runs the real AuthInterceptor with that config, exactly as ``python -m services serve``
+does, and its JWKS refresher (if any) for as long as the block runs. Unless an engine is
+passed in, a fresh MemoryEngine is made from ``config`` and closed on exit.
+``handle.shutdown()`` runs the graceful shutdown sequence early (health NOT_SERVING,
+engine closed, server stopped).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from gateway.authconfig import AuthConfig
 from services.config import ServiceConfig
 from services.engine import Engine
 from services.engine.memory import MemoryEngine
-from services.server import SwitchboardServer, build_server
+from services.server import SwitchboardServer, build_server, guarded
 from switchboard.v1 import chat_pb2_grpc, presence_pb2_grpc, rooms_pb2_grpc
 
 
@@ -59,8 +64,23 @@ async def running_server(
     engine: Engine | None = None,
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    auth: AuthConfig | None = None,
 ) -> AsyncIterator[ServerHandle]:
-    """Starts a server on 127.0.0.1:0 (``config.listen`` is ignored) and yields a handle."""
+    """Starts a server on 127.0.0.1:0 (``config.listen`` is ignored) and yields a handle.
+
+    ``auth`` adds the AuthInterceptor (before ``interceptors``)."""
+    async with AsyncExitStack() as stack:
+        guards = await stack.enter_async_context(guarded(auth)) if auth is not None else ()
+        async with _running(config, engine, (*guards, *interceptors)) as handle:
+            yield handle
+
+
+@asynccontextmanager
+async def _running(
+    config: ServiceConfig | None,
+    engine: Engine | None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]],
+) -> AsyncIterator[ServerHandle]:
     config = dataclasses.replace(config or ServiceConfig(), listen="127.0.0.1:0")
     own_engine = engine is None
     if engine is None:

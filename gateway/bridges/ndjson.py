@@ -153,6 +153,8 @@ async def serve_ndjson_upload(ctx: CallContext) -> web.StreamResponse:
     call = client_stream_call(ctx)
     try:
         return await _upload(ctx, call, bound)
+    except ConnectionError:
+        return status_response(grpc.StatusCode.CANCELLED, "the client went away mid-body")
     finally:
         call.cancel()
 

@@ -287,10 +287,12 @@ class ServerStream:
                 echoed = response_headers(await self._call.initial_metadata() or ())
                 for name, value in echoed.headers:
                     self._response.headers.add(name, value)
+        self._response.force_close()
         await self._response.prepare(self._ctx.request)
         transport = self._ctx.request.transport
         if transport is not None:
-            # The gateway enforces write_buffer_limit itself; the transport never pauses writes.
+            # The gateway enforces write_buffer_limit itself, so the transport never pauses
+            # writes; the connection is not reused afterwards (force_close above).
             transport.set_write_buffer_limits(high=_TRANSPORT_HIGH_WATER)
         await self._write(self._fmt.opening())
 

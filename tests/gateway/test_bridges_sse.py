@@ -108,6 +108,19 @@ async def test_stream_starts_with_retry_and_carries_each_message(echo_gateway: G
     assert {orjson.loads(event.data)["stringValue"] for event in events} == {"hi"}
 
 
+async def test_last_event_id_parameter_never_trips_the_unknown_parameter_check(
+    echo_gateway: Gateway,
+) -> None:
+    url = echo_gateway.url("/v1/everything/e2:stream?last_event_id=7")
+    async with echo_gateway.session.get(url, headers=SSE) as response:
+        assert response.status == 200
+        events = await EventReader(response).rest()
+    assert orjson.loads(events[0].data)["id"] == "e2"
+    async with echo_gateway.session.get(url) as response:  # NDJSON has no resume
+        assert response.status == 400
+        assert "last_event_id" in (await response.json())["message"]
+
+
 async def test_failure_before_the_first_event_is_an_http_status(echo_gateway: Gateway) -> None:
     headers = {**SSE, "Grpc-Metadata-echo-code": "PERMISSION_DENIED"}
     url = echo_gateway.url("/v1/everything/e1:stream")
@@ -250,7 +263,10 @@ async def test_client_going_away_cancels_the_upstream_call(
     async with subscribe(sb_gateway) as response:
         await EventReader(response).next()
         assert await members(switchboard) == ["anonymous"]
-        response.connection.transport.abort()  # type: ignore[union-attr]  # vanish mid-stream
+        connection = response.connection
+        assert connection is not None
+        assert connection.transport is not None
+        connection.transport.abort()  # vanish mid-stream, without a FIN
     await eventually(lambda: _empty(members(switchboard)), within=1.0)
     assert len(sb_gateway.live) == 0
 

@@ -27,12 +27,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
 
-async def _run(*args: str) -> tuple[int, str]:
+async def _run(*args: str, auth: tuple[str, ...] = ("--no-auth",)) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "gateway",
         *args,
+        *auth,
         cwd=ROOT,
         env=_env(),
         stdout=asyncio.subprocess.PIPE,
@@ -52,6 +53,7 @@ async def _serving(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process
         "--listen",
         "127.0.0.1:0",
         *args,
+        *(() if "--dev-auth" in args else ("--no-auth",)),
         cwd=ROOT,
         env=_env(),
         stdout=asyncio.subprocess.PIPE,
@@ -162,9 +164,49 @@ def test_toml_settings_and_flag_overrides(tmp_path: Path) -> None:
     assert settings.descriptor_set == tmp_path / "api.binpb"
     assert settings.backend_for("any.Service") == "10.0.0.1:50051,10.0.0.2:50051"
     assert settings.json.use_proto_names
-    merged = settings_from_args(["--config", str(config), "--reflect", "--auto-map"])
+    merged = settings_from_args(["--config", str(config), "--reflect", "--auto-map", "--no-auth"])
     assert (merged.reflect, merged.descriptor_set, merged.auto_map) == (True, None, True)
     assert merged.max_body_bytes == 1024
+
+
+def test_auth_comes_from_the_auth_table_flags_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SWITCHBOARD_AUTH_DEV", raising=False)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        """
+        [backends]
+        "*" = ["127.0.0.1:50051"]
+        [auth]
+        issuer = "https://id.example"
+        [[auth.keys]]
+        kid = "k1"
+        secret_file = "secret.txt"
+        """
+    )
+    settings = settings_from_args(["--config", str(config)])
+    assert settings.auth is not None
+    assert settings.auth.issuer == "https://id.example"
+    assert settings.auth.keys[0].secret_file == tmp_path / "secret.txt"
+    assert settings_from_args(["--config", str(config), "--no-auth"]).auth is None
+    dev = settings_from_args(["--backend", "127.0.0.1:1", "--dev-auth"]).auth
+    assert dev is not None
+    assert dev.dev
+    monkeypatch.setenv("SWITCHBOARD_AUTH_DEV", "1")
+    from_env = settings_from_args(["--backend", "127.0.0.1:1"]).auth
+    assert from_env is not None
+    assert from_env.dev
+
+
+async def test_refuses_to_start_without_a_key_unless_no_auth_is_given() -> None:
+    code, stderr = await _run("--backend", "127.0.0.1:1", auth=())
+    assert code == 2
+    assert "no token verification key is configured" in stderr
+    assert "--no-auth" in stderr
+    code, stderr = await _run("--backend", "127.0.0.1:1", "--dev-auth")
+    assert code == 2
+    assert "--no-auth cannot be combined" in stderr
 
 
 @pytest.mark.parametrize(
@@ -175,6 +217,8 @@ def test_toml_settings_and_flag_overrides(tmp_path: Path) -> None:
         ("[backends]\n'*' = ['no-port']", "backends.*"),
         ("[json]\nshout = true", "shout"),
         ("unary_timeout = 0", "unary_timeout"),
+        ("[auth]\nleeway_seconds = 'long'", "auth.leeway_seconds"),
+        ("[auth]\ncolour = 1", "colour"),
     ],
 )
 def test_bad_toml_is_named(tmp_path: Path, text: str, named: str) -> None:

@@ -77,12 +77,13 @@ def test_binary_client_frames() -> None:
     assert parse_client_frame(PROTO, b"\x01abc") == MessageFrame(payload=b"abc")
     assert parse_client_frame(PROTO, b"\x01") == MessageFrame(payload=b"")
     assert parse_client_frame(PROTO, b"\x02") == HalfClose()
-    for data, named in [
+    bad: list[tuple[str | bytes, str]] = [
         (b"", "empty"),
         (b"\x02x", "no payload"),
         (b"\x07", "0x07"),
         ("{}", "binary"),
-    ]:
+    ]
+    for data, named in bad:
         with pytest.raises(FrameError, match=named):
             parse_client_frame(PROTO, data)
 
@@ -175,3 +176,17 @@ def test_close_reason_fits_a_close_frame(message: str) -> None:
     reason = close_reason(message)
     assert len(reason.encode()) <= CLOSE_REASON_MAX_BYTES
     assert message.startswith(reason)
+
+
+@settings(max_examples=200)
+@given(
+    message=st.dictionaries(
+        st.text(), st.text() | st.integers(-(2**63), 2**63 - 1) | st.booleans()
+    ),
+    payload=st.binary(),
+)
+def test_any_request_message_survives_its_frame(message: dict[str, object], payload: bytes) -> None:
+    text_frame = parse_client_frame(JSON, orjson.dumps({"message": message}).decode())
+    assert isinstance(text_frame, MessageFrame)
+    assert orjson.loads(text_frame.payload) == message
+    assert parse_client_frame(PROTO, b"\x01" + payload) == MessageFrame(payload=payload)

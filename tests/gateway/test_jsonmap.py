@@ -13,7 +13,13 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.jsonmap import JsonOptions, decode_json_message, encode_json, message_to_json
+from gateway.jsonmap import (
+    JsonOptions,
+    decode_json_message,
+    encode_json,
+    message_to_json,
+    parse_into,
+)
 from gateway.transcode import TranscodeError
 from tests.gateway.everything import everything_pb2
 
@@ -171,18 +177,18 @@ def _count(draw: st.DrawFn, field: FieldDescriptor) -> int:
 # ---------------------------------------------------------------- properties
 
 PROPERTY_SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
 @PROPERTY_SETTINGS
-@given(message=messages(EVERYTHING), options=st.sampled_from(ALL_OPTIONS))
+@given(message=messages(EVERYTHING, depth=2), options=st.sampled_from(ALL_OPTIONS))
 def test_printing_equals_json_format_byte_for_byte(message: Message, options: JsonOptions) -> None:
     assert encode_json(message, options) == reference(message, options)
 
 
 @PROPERTY_SETTINGS
-@given(message=messages(EVERYTHING), options=st.sampled_from(ALL_OPTIONS))
+@given(message=messages(EVERYTHING, depth=2), options=st.sampled_from(ALL_OPTIONS))
 def test_parsing_what_we_print_gives_the_message_back(
     message: Message, options: JsonOptions
 ) -> None:
@@ -190,6 +196,52 @@ def test_parsing_what_we_print_gives_the_message_back(
     assert decoded.SerializeToString(deterministic=True) == message.SerializeToString(
         deterministic=True
     )
+
+
+_KEYS = sorted(
+    {f.name for f in EVERYTHING.fields}
+    | {f.json_name for f in EVERYTHING.fields}
+    | {f.json_name for f in everything_pb2.Nested.DESCRIPTOR.fields}
+    | {"@type", "[x.y]", "mystery"}
+)
+_documents = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**65), 2**65)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["COLOR_RED", "KIND_LEAF", "1", "-7", "1e3", "NaN", "aGk=", "1.5s", "true"])
+    | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(_KEYS) | st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _parse_outcome(parse: Any, document: Any) -> bytes | type[Exception]:
+    message = everything_pb2.Everything()
+    try:
+        parse(document, message)
+    except (TranscodeError, json_format.ParseError):
+        return Exception
+    return message.SerializeToString(deterministic=True)
+
+
+@PROPERTY_SETTINGS
+@given(
+    ignore_unknown=st.booleans(),
+    document=st.dictionaries(st.sampled_from(_KEYS), _documents, max_size=6),
+)
+def test_parsing_agrees_with_json_format_on_any_document(
+    ignore_unknown: bool, document: dict[str, Any]
+) -> None:
+    options = JsonOptions(ignore_unknown_fields=ignore_unknown)
+    ours = _parse_outcome(lambda d, m: parse_into(d, m, options), document)
+    theirs = _parse_outcome(
+        lambda d, m: json_format.ParseDict(d, m, ignore_unknown_fields=ignore_unknown), document
+    )
+    assert ours == theirs
 
 
 # ---------------------------------------------------------------- examples

@@ -181,7 +181,8 @@ def test_a_resource_name_variable_is_written_out_segment_by_segment() -> None:
 
 def test_nested_and_multi_segment_path_fields() -> None:
     path, _, found = operation(everything(), "EverythingService_GetByNestedName")
-    assert path.startswith("/v1/shelves/{") and path.endswith("}/books/{book}")
+    assert path.startswith("/v1/shelves/{")
+    assert path.endswith("}/books/{book}")
     assert {p["x-field-path"] for p in found["parameters"] if p["in"] == "path"} == {"nested.name"}
     path, _, found = operation(everything(), "EverythingService_GetFile")
     assert path == "/v1/files/{file}"
@@ -198,7 +199,8 @@ def test_query_parameters_cover_every_unbound_field() -> None:
     assert query["int64Value"]["schema"]["type"] == "string"
     assert query["nested.name"]["schema"] == {"type": "string"}
     assert query["nested.kind"]["schema"] == {"$ref": "#/components/schemas/Nested.Kind"}
-    assert query["repeatedString"]["style"] == "form" and query["repeatedString"]["explode"]
+    assert query["repeatedString"]["style"] == "form"
+    assert query["repeatedString"]["explode"]
     assert query["labels"]["style"] == "deepObject"
     assert query["timestamp"]["schema"]["format"] == "date-time"
     assert query["doubleWrapper"]["schema"]["oneOf"][0]["type"] == "number"
@@ -233,9 +235,11 @@ def test_path_bound_fields_are_absent_from_bodies() -> None:
     assert ref == "#/components/schemas/ChatService_ImportMessagesBody"
     assert "parent" not in schema(document, "ChatService_ImportMessagesBody")["properties"]
     update = schema(document, "RoomService_UpdateRoomBody")
-    assert "name" not in update["properties"] and "displayName" in update["properties"]
+    assert "name" not in update["properties"]
+    assert "displayName" in update["properties"]
     reset = schema(everything(), "EverythingService_ResetEverythingBody")
-    assert "id" not in reset["properties"] and "int64Value" in reset["properties"]
+    assert "id" not in reset["properties"]
+    assert "int64Value" in reset["properties"]
     create = operation(everything(), "EverythingService_CreateEverything")[2]["requestBody"]
     assert create["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Everything"
@@ -261,7 +265,7 @@ def test_body_field_variants() -> None:
         "name": "roomId",
         "in": "query",
         "required": True,
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "minLength": 1},
         "description": create_room["parameters"][0]["description"],
     }
 
@@ -319,6 +323,7 @@ def test_field_behavior_and_comments() -> None:
     document = switchboard()
     message = schema(document, "Message")
     assert message["required"] == ["text"]
+    assert message["properties"]["text"]["minLength"] == 1  # REQUIRED: not the empty default
     assert message["properties"]["sender"]["readOnly"] is True
     assert message["description"] == "A message in a room."
     assert message["properties"]["text"]["description"].startswith("The text, 1 to")
@@ -352,7 +357,8 @@ def test_responses_name_the_statuses_the_gateway_returns() -> None:
         post["responses"]
     )
     _, _, get = operation(document, "RoomService_GetRoom")
-    assert "201" not in get["responses"] and "413" not in get["responses"]
+    assert "201" not in get["responses"]
+    assert "413" not in get["responses"]
     assert get["responses"]["404"] == {"$ref": "#/components/responses/NotFound"}
     error = document["components"]["responses"]["NotFound"]["content"]["application/json"]
     assert error["schema"] == {"$ref": "#/components/schemas/Status"}

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.v1 import chat_pb2, chat_pb2_grpc, rooms_pb2, rooms_pb2_grpc
@@ -40,7 +41,9 @@ async def listening_address(process: asyncio.subprocess.Process) -> str:
 
 
 async def test_serves_until_sigterm_then_ends_streams_unavailable() -> None:
-    process = await start("--grace-period", "1", env={"SWITCHBOARD_LISTEN": "127.0.0.1:0"})
+    process = await start(
+        "--grace-period", "1", "--no-auth", env={"SWITCHBOARD_LISTEN": "127.0.0.1:0"}
+    )
     try:
         address = await listening_address(process)
         async with grpc.aio.insecure_channel(address) as channel:
@@ -67,11 +70,70 @@ async def test_serve_is_the_default_subcommand_and_bad_config_exits_nonzero() ->
     assert process.returncode == 0
     assert b"--subscriber-buffer" in out
     assert b"SWITCHBOARD_" in out
-    process = await start("--max-message-bytes", "lots")
+    process = await start("--max-message-bytes", "lots", "--no-auth")
     _, err = await within(process.communicate())
     assert process.returncode == 2
     assert b"--max-message-bytes: 'lots'" in err
-    process = await start("--listen", "999.0.0.1:5")
+    process = await start("--listen", "999.0.0.1:5", "--no-auth")
     _, err = await within(process.communicate())
     assert process.returncode == 1
     assert b"cannot listen on '999.0.0.1:5'" in err
+
+
+async def test_refuses_to_start_without_keys_unless_no_auth_is_given(tmp_path: Path) -> None:
+    bare = {"XDG_STATE_HOME": str(tmp_path), "SWITCHBOARD_LISTEN": "127.0.0.1:0"}
+    process = await start(env=bare)
+    _, err = await within(process.communicate())
+    assert process.returncode == 2
+    assert b"no token verification key is configured" in err
+    assert b"--no-auth" in err
+    assert b"--dev-auth" in err
+    process = await start("--no-auth", "--dev-auth", env=bare)
+    _, err = await within(process.communicate())
+    assert process.returncode == 2
+    assert b"--no-auth cannot be combined" in err
+    process = await start("--auth-config", str(tmp_path / "missing.toml"), env=bare)
+    _, err = await within(process.communicate())
+    assert process.returncode == 2
+    assert b"missing.toml" in err
+
+
+async def test_no_auth_warns_loudly_and_lets_anyone_in() -> None:
+    process = await start("--no-auth", env={"SWITCHBOARD_LISTEN": "127.0.0.1:0"})
+    try:
+        assert process.stderr is not None
+        first = (await within(process.stderr.readline())).decode()
+        assert "WARNING" in first
+        assert "AUTHENTICATION IS OFF" in first
+        address = await listening_address(process)
+        async with grpc.aio.insecure_channel(address) as channel:
+            rooms = rooms_pb2_grpc.RoomServiceStub(channel)
+            room = await within(rooms.CreateRoom(rooms_pb2.CreateRoomRequest(room_id="open")))
+            assert room.creator == "anonymous"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await within(process.wait())
+
+
+async def test_dev_auth_accepts_the_token_that_the_token_command_prints(tmp_path: Path) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path), "SWITCHBOARD_LISTEN": "127.0.0.1:0"}
+    minted = await start("token", "--sub", "alice", "--roles", "member", env=env)
+    out, _ = await within(minted.communicate())
+    assert minted.returncode == 0
+    token = out.decode().strip()
+    assert (tmp_path / "switchboard" / "dev-secret").exists()
+    process = await start("--dev-auth", env=env)
+    try:
+        address = await listening_address(process)
+        async with grpc.aio.insecure_channel(address) as channel:
+            rooms = rooms_pb2_grpc.RoomServiceStub(channel)
+            request = rooms_pb2.CreateRoomRequest(room_id="lobby")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await within(rooms.CreateRoom(request))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            bearer = (("authorization", f"Bearer {token}"),)
+            room = await within(rooms.CreateRoom(request, metadata=bearer))
+            assert room.creator == "alice"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await within(process.wait())

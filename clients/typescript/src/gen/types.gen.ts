@@ -1161,6 +1161,9 @@ export type RoomServiceGetRoomResponses = {
 export type RoomServiceGetRoomResponse = RoomServiceGetRoomResponses[keyof RoomServiceGetRoomResponses];
 
 export type RoomServiceUpdateRoomData = {
+    /**
+     * The room, with `name` set, and `etag` set for a conditional update.
+     */
     body: RoomServiceUpdateRoomBodyWritable;
     path: {
         /**
@@ -1573,6 +1576,9 @@ export type ChatServiceDeleteMessageResponses = {
 export type ChatServiceDeleteMessageResponse = ChatServiceDeleteMessageResponses[keyof ChatServiceDeleteMessageResponses];
 
 export type ChatServiceUpdateMessageData = {
+    /**
+     * The message with `name` and the new `text` or `attributes`.
+     */
     body: ChatServiceUpdateMessageBodyWritable;
     path: {
         /**

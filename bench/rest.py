@@ -1,0 +1,121 @@
+"""Scenario "rest": unary REST end to end, the gateway side by side with what users pick instead.
+
+One service process (memory engine, one room) and, in front of it at the same time:
+the gateway; ``bench/baselines/aiohttp_handler.py`` (a hand-written aiohttp app calling the
+generated stub); grpc-gateway v1 built from the same proto when ``make bench-peers`` has
+installed Go and Debian's grpc-gateway (skipped with a note otherwise). Each front gets the
+same closed-loop load (wrk, or the Python fallback) for PostMessage (POST with a body) and
+GetRoom (GET), one after the other; direct gRPC calls from a Python client give the
+backend's ceiling. Per run: requests/s, latency p50/p99, and CPU seconds per 1,000 requests
+of the front process and of the service (psutil, over the warm-up and the measured run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench import loadgen, peers
+from bench.procs import Server, start_aiohttp_baseline, stack
+from bench.stats import ratio
+from switchboard.v1 import rooms_pb2, rooms_pb2_grpc
+
+ROOM_ID = "bench"
+ROOM = f"rooms/{ROOM_ID}"
+CONNECTIONS = 50
+METHODS = {
+    "PostMessage": loadgen.HttpTarget("POST", f"/v1/{ROOM}/messages", loadgen.POST_BODY),
+    "GetRoom": loadgen.HttpTarget("GET", f"/v1/{ROOM}"),
+}
+
+
+def create_room(address: str, room_id: str) -> None:
+    with grpc.insecure_channel(address) as channel:
+        rooms = rooms_pb2_grpc.RoomServiceStub(channel)
+        request = rooms_pb2.CreateRoomRequest(
+            room_id=room_id, room=rooms_pb2.Room(display_name="Benchmark room")
+        )
+        rooms.CreateRoom(request, timeout=10)
+
+
+def _check(front: Server, target: loadgen.HttpTarget) -> int:
+    """One request before the load: the front must answer 2xx; returns the body size."""
+    import urllib.request
+
+    data = target.body.encode() if target.method == "POST" else None
+    request = urllib.request.Request(
+        front.url + target.url, data=data, method=target.method,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return len(response.read())
+
+
+def _cpu_per_1k(before: float, after: float, requests: int) -> float | None:
+    return round((after - before) / requests * 1000, 4) if requests else None
+
+
+def _http_load(front: Server, service: Server, name: str, scratch: Path, timing: dict[str, float]) -> dict[str, Any]:
+    template = METHODS[name]
+    target = loadgen.HttpTarget(template.method, front.url + template.url, template.body)
+    body_bytes = _check(front, template)
+    front_cpu, service_cpu = front.cpu_seconds(), service.cpu_seconds()
+    if loadgen.wrk_available():
+        result = loadgen.wrk_run(target, scratch, connections=CONNECTIONS, **timing)
+    else:
+        result = loadgen.python_http_run(target, connections=CONNECTIONS, **timing)
+    total = result["all_requests"]
+    result["front_cpu_s_per_1k"] = _cpu_per_1k(front_cpu, front.cpu_seconds(), total)
+    result["service_cpu_s_per_1k"] = _cpu_per_1k(service_cpu, service.cpu_seconds(), total)
+    result["response_bytes"] = body_bytes
+    return result
+
+
+def _grpc_load(service: Server, name: str, timing: dict[str, float]) -> dict[str, Any]:
+    service_cpu = service.cpu_seconds()
+    result = loadgen.grpc_run(service.address, name, ROOM, connections=CONNECTIONS, **timing)
+    total = result["all_requests"]
+    result["service_cpu_s_per_1k"] = _cpu_per_1k(service_cpu, service.cpu_seconds(), total)
+    return result
+
+
+def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    gateway = rows.get("gateway", {}).get("rps")
+    out = {
+        "gateway_vs_aiohttp_rps": ratio(gateway, rows.get("aiohttp-baseline", {}).get("rps")),
+        "gateway_vs_direct_grpc_rps": ratio(gateway, rows.get("direct-grpc", {}).get("rps")),
+        "gateway_vs_grpc_gateway_rps": ratio(gateway, rows.get("grpc-gateway", {}).get("rps")),
+    }
+    base_cpu = rows.get("aiohttp-baseline", {}).get("front_cpu_s_per_1k")
+    out["gateway_vs_aiohttp_cpu_per_1k"] = ratio(rows.get("gateway", {}).get("front_cpu_s_per_1k"), base_cpu)
+    return out
+
+
+def run(*, full: bool, scratch: Path) -> dict[str, Any]:
+    timing = {"warmup_s": 3.0, "duration_s": 20.0} if full else {"warmup_s": 1.0, "duration_s": 5.0}
+    result: dict[str, Any] = {"connections": CONNECTIONS, **timing, "methods": {}}
+    with stack(scratch) as (service, gateway):
+        assert gateway is not None
+        create_room(service.address, ROOM_ID)
+        fronts: dict[str, Server] = {"gateway": gateway}
+        baseline = start_aiohttp_baseline(scratch, service.address)
+        peer, note = peers.start_grpc_gateway(scratch, service.address)
+        result["grpc_gateway"] = note
+        try:
+            fronts["aiohttp-baseline"] = baseline
+            if peer is not None:
+                fronts["grpc-gateway"] = peer
+            for name in METHODS:
+                rows = {front: _http_load(server, service, name, scratch, timing) for front, server in fronts.items()}
+                rows["direct-grpc"] = _grpc_load(service, name, timing)
+                result["methods"][name] = {"runs": rows, "ratios": _ratios(rows)}
+        finally:
+            if peer is not None:
+                peer.stop()
+            baseline.stop()
+    worst = [m["ratios"]["gateway_vs_aiohttp_rps"] for m in result["methods"].values()]
+    result["target"] = "gateway requests/s >= 1.0x the aiohttp baseline for every method"
+    result["target_met"] = all(value is not None and value >= 1.0 for value in worst)
+    return result

@@ -1,0 +1,154 @@
+"""The auth gate in front of dispatch: the aiohttp side of gateway/access.py.
+
+``auth_context(config)`` is a ``cleanup_ctx`` that opens the shared ``Authenticator`` (and its
+JWKS refresher) for the application's lifetime; with ``config`` None (``--no-auth``) it logs a
+loud warning instead and nothing is checked. ``admit(request, route)`` decides one matched
+request, whatever the route's cardinality, before any bridge runs: it picks the transport (which
+decides the token sources: ``Authorization`` everywhere; the ``bearer`` subprotocol, the cookie
+and the opt-in query parameter only for WebSocket / SSE), raises ``AuthError`` or stores the
+``Access`` under ``ACCESS`` on the request for the bridges (the WebSocket subprotocol to echo,
+the seconds left before the token expires). ``refusal(error)`` is the answer to an ``AuthError``.
+
+Invariants: identity keys a client sent (``x-user-id``, ``x-roles``, ``x-permissions``,
+``x-token-issued-at``, the configured ``strip_headers``; as headers or ``Grpc-Metadata-*``) never
+reach a backend, auth on or off; with auth on, ``authorization`` goes upstream only as the
+verified token, next to the verified identity; the token's query parameter never reaches the
+transcoder; no response or log line contains a token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
+import grpc
+from aiohttp import web
+
+from gateway.access import Access, check_access
+from gateway.auth import Authenticator, AuthError
+from gateway.authconfig import AuthConfig, open_authenticator
+from gateway.bridges import status_response
+from gateway.credentials import TokenSources, Transport, without_token_param
+from gateway.httprule import RouteTable
+from gateway.identity_metadata import MetadataEntry, stripped_keys
+from gateway.routes import Cardinality, Route
+
+__all__ = [
+    "ACCESS",
+    "AUTHENTICATOR",
+    "AUTH_CONFIG",
+    "admit",
+    "admitted_query",
+    "auth_context",
+    "denied_routes",
+    "log_denied",
+    "refusal",
+    "transport_of",
+    "upstream_metadata",
+]
+
+_LOG = logging.getLogger("gateway.auth")
+
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)  # absent when auth is off
+AUTH_CONFIG = web.AppKey("auth_config", AuthConfig)  # absent when auth is off
+ACCESS = web.RequestKey("access", Access)
+ANONYMOUS = Access(None, None)
+_OFF_STRIP = stripped_keys() - {"authorization"}  # auth off: the backend may still check tokens
+
+
+def auth_context(
+    config: AuthConfig | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup context that holds the Authenticator for ``config`` (None: auth off)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        if config is None:
+            _LOG.warning(
+                "AUTHENTICATION IS OFF (--no-auth): every request is let in without a token"
+            )
+            yield
+            return
+        async with open_authenticator(config) as authenticator:
+            app[AUTH_CONFIG] = config
+            app[AUTHENTICATOR] = authenticator
+            _LOG.info("auth on: bearer tokens are verified and the RBAC policy is enforced")
+            yield
+
+    return context
+
+
+def denied_routes(table: RouteTable[Route]) -> list[str]:
+    """``HTTP-METHOD template (rpc path)`` of every route without an auth rule (denied)."""
+    return [
+        f"{verb} {template} ({route.rpc_path})"
+        for verb, template, route in table.routes()
+        if route.auth is None
+    ]
+
+
+def log_denied(table: RouteTable[Route]) -> None:
+    for entry in denied_routes(table):
+        _LOG.warning("no auth rule, denied to every caller: %s", entry)
+
+
+def transport_of(request: web.Request, route: Route) -> Transport:
+    """How ``request`` reaches ``route``: it decides which token sources count."""
+    if request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket":
+        return Transport.WEBSOCKET
+    accept = request.headers.get("Accept", "")
+    if route.cardinality is Cardinality.SERVER_STREAMING and "text/event-stream" in accept:
+        return Transport.SSE
+    return Transport.HTTP
+
+
+def _sources(request: web.Request) -> TokenSources:
+    config = request.app.get(AUTH_CONFIG)
+    return TokenSources() if config is None else config.token_sources
+
+
+async def admit(request: web.Request, route: Route) -> Access:
+    """Decide ``request`` for ``route``; raises ``AuthError``. Stores the Access on the request."""
+    authenticator = request.app.get(AUTHENTICATOR)
+    if authenticator is None:
+        access = ANONYMOUS
+    else:
+        access = await check_access(
+            authenticator,
+            route.auth,
+            request.headers,
+            transport_of(request, route),
+            _sources(request),
+            query=tuple(request.query.items()),
+        )
+    request[ACCESS] = access
+    return access
+
+
+def admitted_query(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The request's query without the token parameter (it is no field of any message)."""
+    param = _sources(request).query_param
+    return tuple(without_token_param(tuple(request.query.items()), param))
+
+
+def upstream_metadata(
+    request: web.Request, base: Iterable[MetadataEntry]
+) -> tuple[MetadataEntry, ...]:
+    """``base`` (made from the client's headers) without identity keys, plus the verified ones."""
+    found: Access | None = request.get(ACCESS)
+    access = ANONYMOUS if found is None else found
+    config = request.app.get(AUTH_CONFIG)
+    if config is None:
+        return access.metadata(base, _OFF_STRIP)
+    return access.metadata(base, config.stripped_keys)
+
+
+def refusal(error: AuthError, headers: Sequence[tuple[str, str]] = ()) -> web.Response:
+    """401/400/403 with a google.rpc.Status body and the RFC 6750 ``WWW-Authenticate``."""
+    response = status_response(
+        grpc.StatusCode[error.grpc_status],
+        error.description,
+        http_status=error.http_status,
+        headers=headers,
+    )
+    response.headers["WWW-Authenticate"] = error.www_authenticate
+    return response
