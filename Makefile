@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GOOGLEAPIS = $$($(PY) -c 'import google.api.annotations_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parent.parent.parent)')
 GRPC_PROTOS = $$($(PY) -c 'import grpc_tools, pathlib; print(pathlib.Path(grpc_tools.__file__).parent / "_proto")')
+GENERATED := clients/python openapi clients/typescript/src
 PROTOS := $(shell find proto/switchboard -name '*.proto' | sort)
 
 .PHONY: run test check generate lint fmt typecheck buf-lint drift clean
@@ -24,7 +25,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-## generate: regenerate clients/python from proto/
+## generate: regenerate clients/python, openapi/ and clients/typescript from proto/
 generate: $(STAMP)
 	rm -rf .build/gen && mkdir -p .build/gen
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto -I $(GOOGLEAPIS) -I $(GRPC_PROTOS) \
@@ -33,6 +34,13 @@ generate: $(STAMP)
 	find .build/gen/switchboard -type d -exec touch {}/__init__.py \;
 	touch .build/gen/switchboard/py.typed
 	mkdir -p clients/python && rm -rf clients/python/switchboard && cp -r .build/gen/switchboard clients/python/
+	$(PY) -m gateway.openapi --out openapi/
+	$(MAKE) clients/typescript/node_modules/.installed
+	cd clients/typescript && npm run --silent generate
+
+clients/typescript/node_modules/.installed: clients/typescript/package.json clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --no-audit --no-fund --silent
+	@touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
@@ -58,10 +66,10 @@ buf-lint: $(STAMP) proto/node_modules/.bin/buf
 
 ## drift: fail when regenerating changes committed generated code
 drift: generate
-	@git add -N clients/python openapi 2>/dev/null || true
-	@if [ -n "$$(git status --porcelain -- clients/python openapi)" ]; then \
+	@git add -N $(GENERATED) 2>/dev/null || true
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 	  echo "generated code is out of date; run 'make generate' and commit:"; \
-	  git status --porcelain -- clients/python openapi; git --no-pager diff --stat -- clients/python openapi; exit 1; fi
+	  git status --porcelain -- $(GENERATED); git --no-pager diff --stat -- $(GENERATED); exit 1; fi
 
 ## check: everything CI checks
 check: lint typecheck buf-lint drift test
