@@ -42,16 +42,30 @@ def _names(text: str | None) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
-        raise SystemExit(f"python -m bench: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+        raise SystemExit(
+            f"python -m bench: unknown scenario(s) {', '.join(unknown)}; "
+            f"known: {', '.join(SCENARIOS)}"
+        )
     return names
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Run Switchboard's benchmarks; results go to bench/results/.")
-    parser.add_argument("--full", action="store_true", help="the full profile (5,000 connections, longer runs)")
-    parser.add_argument("--only", metavar="NAME[,NAME]", help=f"run only these scenarios: {', '.join(SCENARIOS)}")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
-    parser.add_argument("--profile", action="store_true", help="py-spy profile the gateway where a target is missed")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run Switchboard's benchmarks; results go to bench/results/.",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="the full profile (5,000 connections, longer runs)"
+    )
+    parser.add_argument(
+        "--only", metavar="NAME[,NAME]", help=f"run only these scenarios: {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="results directory (default bench/results)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy profile the gateway where a target is missed"
+    )
     return parser
 
 

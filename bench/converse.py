@@ -39,8 +39,11 @@ class Conversation:
 
 async def _ws_conversation(url: str, stop_at: float, record: Conversation) -> None:
     import websockets
+    from websockets.typing import Subprotocol
 
-    async with websockets.connect(url, subprotocols=["switchboard.grpc.json.v1"], open_timeout=60) as ws:
+    async with websockets.connect(
+        url, subprotocols=[Subprotocol("switchboard.grpc.json.v1")], open_timeout=60
+    ) as ws:
         await ws.send('{"message":{}}')
         await _ws_until(ws, lambda event: "subscribed" in event)
         seq = 0
@@ -88,11 +91,11 @@ async def _grpc_conversation(channel: Any, room: str, stop_at: float, record: Co
 
 
 async def _grpc_until(call: Any, kind: str) -> Any:
-    import grpc
+    from switchboard.v1 import chat_pb2
 
     while True:
         response = await call.read()
-        if response is grpc.aio.EOF:
+        if not isinstance(response, chat_pb2.ConverseResponse):  # grpc.aio.EOF
             raise RuntimeError("Converse ended early")
         if response.WhichOneof("kind") == "event" and response.event.WhichOneof("kind") == kind:
             return response.event
@@ -121,7 +124,7 @@ async def _clients(transport: str, target: str, rooms: list[str], seconds: float
     await asyncio.gather(*(one(room, record) for room, record in zip(rooms, records, strict=True)))
     elapsed = time.monotonic() - started
     if channel is not None:
-        await channel.close()
+        await channel.close(None)
     return {
         "latencies": [x for r in records for x in r.latencies],
         "errors": [e for r in records for e in r.errors],
@@ -144,7 +147,9 @@ def _one(transport: str, seconds: float, scratch: Path) -> dict[str, Any]:
         rooms = [f"rooms/{room_id}" for room_id in room_ids]
         shares = [rooms[index::CLIENT_PROCESSES] for index in range(CLIENT_PROCESSES)]
         with ProcessPoolExecutor(CLIENT_PROCESSES, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_client_entry, transport, target, share, seconds) for share in shares]
+            futures = [
+                pool.submit(_client_entry, transport, target, share, seconds) for share in shares
+            ]
             parts = [future.result(timeout=seconds + 120) for future in futures]
     latencies = [x for part in parts for x in part["latencies"]]
     errors = [e for part in parts for e in part["errors"]]
@@ -168,6 +173,10 @@ def run(*, full: bool, scratch: Path) -> dict[str, Any]:
         "seconds": seconds,
         "gateway_websocket": ws,
         "direct_grpc": direct,
-        "websocket_vs_grpc_round_trips_per_s": ratio(ws["round_trips_per_s"], direct["round_trips_per_s"]),
-        "websocket_vs_grpc_p50": ratio(ws["latency"].get("p50_ms"), direct["latency"].get("p50_ms")),
+        "websocket_vs_grpc_round_trips_per_s": ratio(
+            ws["round_trips_per_s"], direct["round_trips_per_s"]
+        ),
+        "websocket_vs_grpc_p50": ratio(
+            ws["latency"].get("p50_ms"), direct["latency"].get("p50_ms")
+        ),
     }

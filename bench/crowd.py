@@ -51,7 +51,12 @@ class Crowd:
         self.pids = [p.pid for p in self.processes if p.pid is not None]
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         for stop in self.stops:
             stop.set()
         for process in self.processes:
@@ -60,16 +65,26 @@ class Crowd:
                 process.kill()
                 process.join()
 
+    def _alive(self) -> bool:
+        return any(process.is_alive() for process in self.processes)
+
     def _take(self, deadline: float) -> bool:
-        try:
-            kind, value = self.queue.get(timeout=max(0.01, deadline - time.monotonic()))
-        except queue_module.Empty:
-            return False
-        if kind == "ready":
-            self.ready += value
-        else:
-            self.tallies.append(value)
-        return True
+        """Takes one report; False at the deadline, or when every process has died silently."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                kind, value = self.queue.get(timeout=min(0.5, remaining))
+            except queue_module.Empty:
+                if not self._alive():
+                    return False
+                continue
+            if kind == "ready":
+                self.ready += value
+            else:
+                self.tallies.append(value)
+            return True
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True when every subscriber is subscribed within the time-out."""
@@ -91,7 +106,9 @@ class Crowd:
             pass
         missing = len(self.processes) - len(self.tallies)
         if missing:
-            self.tallies.append(Tally(stream_errors=[f"{missing} receiver process(es) never reported"]))
+            codes = [p.exitcode for p in self.processes]
+            note = f"{missing} receiver process(es) never reported (exit codes {codes})"
+            self.tallies.append(Tally(stream_errors=[note]))
         return self.tallies
 
 

@@ -8,8 +8,8 @@
   a fresh subscribe (no cursor) on the same room.
 
 Rates and latencies are in CPU time of this process (``time.process_time``), so other load
-on the machine does not skew them. Only the memory engine exists; a Redis engine would run the same functions (the
-result says it is absent).
+on the machine does not skew them. Only the memory engine exists; a Redis engine would run
+the same functions (the result says it is absent).
 """
 
 from __future__ import annotations
@@ -98,9 +98,11 @@ async def _resume(gap: int, repeats: int) -> dict[str, Any]:
     engine = MemoryEngine()
     room_id = f"resume{gap}"
     await _room(engine, room_id)
-    for index in range(gap + 10):
-        result = await engine.post_message(room_id, text=f"m{index}", attributes={}, sender="b")
-    last = result.message
+    results = [
+        await engine.post_message(room_id, text=f"m{index}", attributes={}, sender="b")
+        for index in range(gap + 10)
+    ]
+    last = results[-1].message
     cursor = Cursor(last.epoch, last.offset - gap)
     resumes = [await _time_subscribe(engine, room_id, cursor, gap) for _ in range(repeats)]
     fresh = [await _time_subscribe(engine, room_id, None, 0) for _ in range(repeats)]

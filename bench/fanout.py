@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ async def _publish_async(address: str, room: str, messages: int, rate: float) ->
             nonlocal failures
             message = chat_pb2.Message(text=f"{seq} {time.time_ns()}")
             try:
-                await chat.PostMessage(chat_pb2.PostMessageRequest(parent=room, message=message), timeout=30)
+                await chat.PostMessage(
+                    chat_pb2.PostMessageRequest(parent=room, message=message), timeout=30
+                )
             except grpc.aio.AioRpcError:
                 failures += 1
             finally:
@@ -72,7 +75,17 @@ def _cpu(servers: list[Server]) -> dict[str, float]:
     return {server.name: server.cpu_seconds() for server in servers}
 
 
-def _one_run(transport: str, subscribers: int, duration_s: float, scratch: Path) -> dict[str, Any]:
+Observer = Callable[[list[Server], Callable[[], None]], None]
+"""Runs the publish step itself, e.g. under a profiler of the servers (bench.profiling)."""
+
+
+def _one_run(
+    transport: str,
+    subscribers: int,
+    duration_s: float,
+    scratch: Path,
+    observe: Observer | None = None,
+) -> dict[str, Any]:
     rate = OFFERED_DELIVERIES_PER_S / subscribers
     messages = max(10, round(rate * duration_s))
     room_id = f"fanout{subscribers}"
@@ -81,16 +94,26 @@ def _one_run(transport: str, subscribers: int, duration_s: float, scratch: Path)
         create_room(service.address, room_id)
         target = gateway.url if gateway is not None else service.address
         servers = [s for s in (gateway, service) if s is not None]
-        plan = Plan(transport=transport, target=target, room=room, count=subscribers, expected=messages)
+        plan = Plan(
+            transport=transport, target=target, room=room, count=subscribers, expected=messages
+        )
         with Crowd(plan, processes=RECEIVER_PROCESSES) as crowd:
             ready_s = time.monotonic()
             all_ready = crowd.wait_ready(60 + subscribers / 50)
             ready_s = time.monotonic() - ready_s
             before = _cpu(servers)
-            first_ns, failures = _publish(service.address, room, messages, rate)
+            published: list[tuple[int, int]] = []
+
+            def publish() -> None:
+                published.append(_publish(service.address, room, messages, rate))
+
+            (observe or (lambda _servers, step: step()))(servers, publish)
+            first_ns, failures = published[0]
             tally = merge(crowd.finish(timeout_s=30))
             after = _cpu(servers)
-    return _summarise(tally, subscribers, messages, rate, first_ns, failures, all_ready, ready_s, before, after)
+    return _summarise(
+        tally, subscribers, messages, rate, first_ns, failures, all_ready, ready_s, before, after
+    )
 
 
 def _summarise(
@@ -102,7 +125,9 @@ def _summarise(
     expected = subscribers * messages
     complete = sum(1 for count in tally.received if count == messages)
     cpu = {
-        f"{name}_cpu_s_per_1k_deliveries": round((after[name] - before[name]) / deliveries * 1000, 4)
+        f"{name}_cpu_s_per_1k_deliveries": round(
+            (after[name] - before[name]) / deliveries * 1000, 4
+        )
         for name in before
         if deliveries
     }
@@ -126,7 +151,10 @@ def _summarise(
         "latency": percentiles_ms(tally.latencies_s),
         **cpu,
         "exactly_once_in_order": bool(
-            all_ready and deliveries == expected and not tally.violations and not tally.stream_errors
+            all_ready
+            and deliveries == expected
+            and not tally.violations
+            and not tally.stream_errors
         ),
     }
 
@@ -141,7 +169,9 @@ def run(*, full: bool, scratch: Path) -> dict[str, Any]:
         rows[str(subscribers)] = {
             "gateway_sse": sse,
             "direct_grpc": direct,
-            "sse_vs_grpc_deliveries_per_s": ratio(sse["deliveries_per_s"], direct["deliveries_per_s"]),
+            "sse_vs_grpc_deliveries_per_s": ratio(
+                sse["deliveries_per_s"], direct["deliveries_per_s"]
+            ),
         }
     at_1000 = rows["1000"]["gateway_sse"]
     met = bool(

@@ -84,7 +84,7 @@ def wrk_run(
     target: HttpTarget, scratch: Path, *, connections: int, warmup_s: float, duration_s: float
 ) -> dict[str, Any]:
     script = _wrk_script(target, scratch)
-    warm = _wrk_once(target, script, connections, warmup_s)
+    warm = _wrk_once(target, script, connections, warmup_s) if warmup_s > 0 else {"requests": 0}
     raw = _wrk_once(target, script, connections, duration_s)
     errors = sum(raw[key] for key in ("connect", "read", "write", "status", "timeout"))
     seconds = raw["duration_us"] / 1e6
@@ -111,7 +111,9 @@ def wrk_run(
 Call = Callable[[], Awaitable[bool]]
 
 
-async def _closed_loop(call: Call, connections: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+async def _closed_loop(
+    call: Call, connections: int, warmup_s: float, duration_s: float
+) -> dict[str, Any]:
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0, "all": 0}
     measuring = False
@@ -126,7 +128,8 @@ async def _closed_loop(call: Call, connections: int, warmup_s: float, duration_s
                 counts["ok" if ok else "errors"] += 1
 
     workers = [asyncio.create_task(worker()) for _ in range(connections)]
-    await asyncio.sleep(warmup_s)
+    if warmup_s > 0:
+        await asyncio.sleep(warmup_s)
     measuring, started = True, time.perf_counter()
     await asyncio.gather(*workers)
     seconds = time.perf_counter() - started
@@ -140,7 +143,9 @@ async def _closed_loop(call: Call, connections: int, warmup_s: float, duration_s
     }
 
 
-async def _http(target: HttpTarget, connections: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+async def _http(
+    target: HttpTarget, connections: int, warmup_s: float, duration_s: float
+) -> dict[str, Any]:
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=connections)
@@ -158,19 +163,27 @@ async def _http(target: HttpTarget, connections: int, warmup_s: float, duration_
     return {"generator": "python-aiohttp (wrk absent)", **result}
 
 
-def _http_entry(target: HttpTarget, connections: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+def _http_entry(
+    target: HttpTarget, connections: int, warmup_s: float, duration_s: float
+) -> dict[str, Any]:
     return asyncio.run(_http(target, connections, warmup_s, duration_s))
 
 
-async def _grpc(address: str, method: str, room: str, connections: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+async def _grpc(
+    address: str, method: str, room: str, connections: int, warmup_s: float, duration_s: float
+) -> dict[str, Any]:
     import grpc
 
     from switchboard.v1 import chat_pb2, chat_pb2_grpc, rooms_pb2, rooms_pb2_grpc
 
     async with grpc.aio.insecure_channel(address) as channel:
-        chat, rooms = chat_pb2_grpc.ChatServiceStub(channel), rooms_pb2_grpc.RoomServiceStub(channel)
+        chat, rooms = (
+            chat_pb2_grpc.ChatServiceStub(channel),
+            rooms_pb2_grpc.RoomServiceStub(channel),
+        )
         post = chat_pb2.PostMessageRequest(
-            parent=room, message=chat_pb2.Message(text="a benchmark message", attributes={"client": "bench"})
+            parent=room,
+            message=chat_pb2.Message(text="a benchmark message", attributes={"client": "bench"}),
         )
         get = rooms_pb2.GetRoomRequest(name=room)
 
@@ -188,7 +201,9 @@ async def _grpc(address: str, method: str, room: str, connections: int, warmup_s
     return {"generator": "python grpc.aio client", **result}
 
 
-def _grpc_entry(address: str, method: str, room: str, connections: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+def _grpc_entry(
+    address: str, method: str, room: str, connections: int, warmup_s: float, duration_s: float
+) -> dict[str, Any]:
     return asyncio.run(_grpc(address, method, room, connections, warmup_s, duration_s))
 
 
@@ -197,9 +212,13 @@ def _in_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str
         return pool.submit(function, *args).result(timeout=600)
 
 
-def python_http_run(target: HttpTarget, *, connections: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+def python_http_run(
+    target: HttpTarget, *, connections: int, warmup_s: float, duration_s: float
+) -> dict[str, Any]:
     return _in_process(_http_entry, target, connections, warmup_s, duration_s)
 
 
-def grpc_run(address: str, method: str, room: str, *, connections: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+def grpc_run(
+    address: str, method: str, room: str, *, connections: int, warmup_s: float, duration_s: float
+) -> dict[str, Any]:
     return _in_process(_grpc_entry, address, method, room, connections, warmup_s, duration_s)

@@ -16,7 +16,11 @@ def _version(argv: list[str]) -> str:
     if shutil.which(argv[0]) is None:
         return "absent"
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr) else "?"
+    return (
+        (done.stdout or done.stderr).strip().splitlines()[0]
+        if (done.stdout or done.stderr)
+        else "?"
+    )
 
 
 def _cpu_model() -> str:

@@ -87,7 +87,9 @@ class Server:
                 self.process.wait()
 
 
-def _wait_ready(name: str, process: subprocess.Popen[bytes], log: Path, ready: re.Pattern[str]) -> str:
+def _wait_ready(
+    name: str, process: subprocess.Popen[bytes], log: Path, ready: re.Pattern[str]
+) -> str:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")

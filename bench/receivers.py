@@ -85,7 +85,8 @@ class Subscriber:
         if offset != self.next_offset:
             kind = "duplicate or reordered" if offset < self.next_offset else "gap"
             self.tally.violation(
-                f"subscriber {self.ident}: got offset {offset}, expected {self.next_offset} ({kind})"
+                f"subscriber {self.ident}: got offset {offset}, "
+                f"expected {self.next_offset} ({kind})"
             )
         self.next_offset = max(self.next_offset, offset + 1)
         self.count += 1
@@ -132,10 +133,11 @@ def _sse_block(block: bytes, subscriber: Subscriber, expected: int) -> None:
 
 async def _ws(plan: Plan, subscriber: Subscriber, _session: Any) -> None:
     import websockets
+    from websockets.typing import Subprotocol
 
     url = plan.target.replace("http://", "ws://") + f"/v1/{plan.room}:converse"
     async with websockets.connect(
-        url, subprotocols=["switchboard.grpc.json.v1"], max_queue=None, open_timeout=60
+        url, subprotocols=[Subprotocol("switchboard.grpc.json.v1")], max_queue=None, open_timeout=60
     ) as socket:
         await socket.send('{"message":{}}')
         async for frame in socket:
@@ -166,7 +168,9 @@ async def _grpc(plan: Plan, subscriber: Subscriber, channel: Any) -> None:
 TRANSPORTS = {"sse": _sse, "ws": _ws, "grpc": _grpc}
 
 
-async def _one(plan: Plan, subscriber: Subscriber, shared: Any, gate: asyncio.Semaphore, tally: Tally) -> None:
+async def _one(
+    plan: Plan, subscriber: Subscriber, shared: Any, gate: asyncio.Semaphore, tally: Tally
+) -> None:
     try:
         async with gate:
             pass  # staggers connection set-up; the stream itself is not held under the gate
@@ -174,7 +178,9 @@ async def _one(plan: Plan, subscriber: Subscriber, shared: Any, gate: asyncio.Se
     except asyncio.CancelledError:
         raise
     except Exception as error:  # a stream that failed is a result: report it
-        tally.stream_errors.append(f"subscriber {subscriber.ident}: {type(error).__name__}: {error}"[:300])
+        tally.stream_errors.append(
+            f"subscriber {subscriber.ident}: {type(error).__name__}: {error}"[:300]
+        )
     finally:
         subscriber.done.set()
 
@@ -216,8 +222,10 @@ async def _receive(plan: Plan, queue: Queue, stop: StopEvent) -> Tally:
     for index, subscriber in enumerate(subscribers):
         resource = shared[index % len(shared)] if isinstance(shared, list) else shared
         tasks.append(asyncio.create_task(_one(plan, subscriber, resource, gate, tally)))
-    all_done = asyncio.ensure_future(asyncio.gather(*(s.done.wait() for s in subscribers)))
-    stopped = loop.run_in_executor(None, stop.wait)
+    all_done: asyncio.Future[Any] = asyncio.ensure_future(
+        asyncio.gather(*(s.done.wait() for s in subscribers))
+    )
+    stopped: asyncio.Future[Any] = loop.run_in_executor(None, stop.wait)
     await asyncio.wait([all_done, stopped], return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
         task.cancel()

@@ -14,8 +14,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen before pyplot loads
-from matplotlib.axes import Axes  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
 COLORS = {
     "gateway": "#1f77b4",
@@ -43,18 +43,33 @@ def _plot_rest(data: dict[str, Any], axes: list[Axes]) -> None:
     methods = list(data["methods"])
     fronts = list(next(iter(data["methods"].values()))["runs"])
     rps = {f: [data["methods"][m]["runs"][f]["rps"] for m in methods] for f in fronts}
-    p99 = {f: [data["methods"][m]["runs"][f]["latency"].get("p99_ms", 0) for m in methods] for f in fronts}
+    p99 = {
+        f: [data["methods"][m]["runs"][f]["latency"].get("p99_ms", 0) for m in methods]
+        for f in fronts
+    }
     _bars(axes[0], methods, rps, "requests/s")
     axes[0].set_title("REST unary: requests/s")
     _bars(axes[1], methods, p99, "p99 latency (ms)")
     axes[1].set_title("REST unary: p99 latency")
+    cpu_fronts = [f for f in fronts if f != "direct-grpc"]
+    cpu = {
+        f: [data["methods"][m]["runs"][f].get("front_cpu_s_per_1k") or 0 for m in methods]
+        for f in cpu_fronts
+    }
+    _bars(axes[2], methods, cpu, "front CPU ms per request")
+    axes[2].set_title("REST unary: front CPU per request")
 
 
 def _plot_fanout(data: dict[str, Any], axes: list[Axes]) -> None:
     counts = list(data["runs"])
     paths = {"gateway SSE": "gateway_sse", "direct gRPC": "direct_grpc"}
-    rate = {k: [data["runs"][c][v]["deliveries_per_s"] or 0 for c in counts] for k, v in paths.items()}
-    p99 = {k: [data["runs"][c][v]["latency"].get("p99_ms", 0) for c in counts] for k, v in paths.items()}
+    rate = {
+        k: [data["runs"][c][v]["deliveries_per_s"] or 0 for c in counts] for k, v in paths.items()
+    }
+    p99 = {
+        k: [data["runs"][c][v]["latency"].get("p99_ms", 0) for c in counts]
+        for k, v in paths.items()
+    }
     _bars(axes[0], [f"{c} subs" for c in counts], rate, "deliveries/s")
     axes[0].axhline(20_000, color="red", linestyle="--", linewidth=1)
     axes[0].set_title("Fan-out: deliveries/s (target line 20,000)")
@@ -72,9 +87,13 @@ def _plot_idle(data: dict[str, Any], axes: list[Axes]) -> None:
 
 def _plot_converse(data: dict[str, Any], axes: list[Axes]) -> None:
     paths = {"gateway WebSocket": data["gateway_websocket"], "direct gRPC": data["direct_grpc"]}
-    _bars(axes[0], ["round trips/s"], {k: [v["round_trips_per_s"]] for k, v in paths.items()}, "per s")
+    _bars(
+        axes[0], ["round trips/s"], {k: [v["round_trips_per_s"]] for k, v in paths.items()}, "per s"
+    )
     axes[0].set_title("Converse: post→own event round trips/s")
-    lat = {k: [v["latency"].get("p50_ms", 0), v["latency"].get("p99_ms", 0)] for k, v in paths.items()}
+    lat = {
+        k: [v["latency"].get("p50_ms", 0), v["latency"].get("p99_ms", 0)] for k, v in paths.items()
+    }
     _bars(axes[1], ["p50", "p99"], lat, "ms")
     axes[1].set_title("Converse: round trip latency")
 
@@ -96,7 +115,7 @@ def _plot_engine(data: dict[str, Any], axes: list[Axes]) -> None:
 
 
 PLOTS: dict[str, tuple[int, Callable[[dict[str, Any], list[Axes]], None]]] = {
-    "rest": (2, _plot_rest),
+    "rest": (3, _plot_rest),
     "fanout": (2, _plot_fanout),
     "idle": (1, _plot_idle),
     "converse": (2, _plot_converse),

@@ -5,20 +5,22 @@ the gateway; ``bench/baselines/aiohttp_handler.py`` (a hand-written aiohttp app 
 generated stub); grpc-gateway v1 built from the same proto when ``make bench-peers`` has
 installed Go and Debian's grpc-gateway (skipped with a note otherwise). Each front gets the
 same closed-loop load (wrk, or the Python fallback) for PostMessage (POST with a body) and
-GetRoom (GET), one after the other; direct gRPC calls from a Python client give the
-backend's ceiling. Per run: requests/s, latency p50/p99, and CPU seconds per 1,000 requests
-of the front process and of the service (psutil, over the warm-up and the measured run).
+GetRoom (GET), in rounds that interleave the fronts so background load hits each alike;
+direct gRPC calls from a Python client give the backend's ceiling. Per front: requests/s,
+latency p50/p99 (median of the rounds), and CPU seconds per 1,000 requests of the front
+process and of the service (psutil, over the warm-up and the measured runs).
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from bench import loadgen, peers
-from bench.procs import Server, start_aiohttp_baseline, stack
+from bench.procs import Server, stack, start_aiohttp_baseline
 from bench.stats import ratio
 from switchboard.v1 import rooms_pb2, rooms_pb2_grpc
 
@@ -57,7 +59,9 @@ def _cpu_per_1k(before: float, after: float, requests: int) -> float | None:
     return round((after - before) / requests * 1000, 4) if requests else None
 
 
-def _http_load(front: Server, service: Server, name: str, scratch: Path, timing: dict[str, float]) -> dict[str, Any]:
+def _http_load(
+    front: Server, service: Server, name: str, scratch: Path, timing: dict[str, float]
+) -> dict[str, Any]:
     template = METHODS[name]
     target = loadgen.HttpTarget(template.method, front.url + template.url, template.body)
     body_bytes = _check(front, template)
@@ -81,6 +85,35 @@ def _grpc_load(service: Server, name: str, timing: dict[str, float]) -> dict[str
     return result
 
 
+def _combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one front: rates over the summed time, latency percentiles as the median of
+    the rounds', CPU per 1,000 requests as a weighted mean."""
+    seconds = sum(r["seconds"] for r in rounds)
+    ok = sum(r["requests"] - r["errors"] for r in rounds)
+    total = sum(r["all_requests"] for r in rounds)
+    combined: dict[str, Any] = {
+        "generator": rounds[0]["generator"],
+        "rounds": len(rounds),
+        "requests": sum(r["requests"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        "seconds": round(seconds, 3),
+        "rps": round(ok / seconds, 1),
+        "latency": {
+            key: round(statistics.median(r["latency"][key] for r in rounds), 3)
+            for key in ("p50_ms", "p90_ms", "p99_ms")
+            if all(key in r["latency"] for r in rounds)
+        },
+        "per_round_rps": [r["rps"] for r in rounds],
+    }
+    for key in ("front_cpu_s_per_1k", "service_cpu_s_per_1k"):
+        if all(r.get(key) is not None for r in rounds):
+            weighted = sum(r[key] * r["all_requests"] for r in rounds) / total
+            combined[key] = round(weighted, 4)
+    if "response_bytes" in rounds[0]:
+        combined["response_bytes"] = rounds[0]["response_bytes"]
+    return combined
+
+
 def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     gateway = rows.get("gateway", {}).get("rps")
     out = {
@@ -89,13 +122,38 @@ def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "gateway_vs_grpc_gateway_rps": ratio(gateway, rows.get("grpc-gateway", {}).get("rps")),
     }
     base_cpu = rows.get("aiohttp-baseline", {}).get("front_cpu_s_per_1k")
-    out["gateway_vs_aiohttp_cpu_per_1k"] = ratio(rows.get("gateway", {}).get("front_cpu_s_per_1k"), base_cpu)
+    out["gateway_vs_aiohttp_cpu_per_1k"] = ratio(
+        rows.get("gateway", {}).get("front_cpu_s_per_1k"), base_cpu
+    )
     return out
 
 
+def _method(
+    name: str,
+    fronts: dict[str, Server],
+    service: Server,
+    scratch: Path,
+    timing: dict[str, float],
+    rounds: int,
+) -> dict[str, Any]:
+    """Rounds interleave the fronts (A B C D, A B C D, …) so background load hits all alike."""
+    runs: dict[str, list[dict[str, Any]]] = {front: [] for front in [*fronts, "direct-grpc"]}
+    for index in range(rounds):
+        this = {
+            "warmup_s": timing["warmup_s"] if index == 0 else 0.0,
+            "duration_s": timing["duration_s"],
+        }
+        for front, server in fronts.items():
+            runs[front].append(_http_load(server, service, name, scratch, this))
+        runs["direct-grpc"].append(_grpc_load(service, name, this))
+    rows = {front: _combine(results) for front, results in runs.items()}
+    return {"runs": rows, "ratios": _ratios(rows)}
+
+
 def run(*, full: bool, scratch: Path) -> dict[str, Any]:
-    timing = {"warmup_s": 3.0, "duration_s": 20.0} if full else {"warmup_s": 1.0, "duration_s": 5.0}
-    result: dict[str, Any] = {"connections": CONNECTIONS, **timing, "methods": {}}
+    timing = {"warmup_s": 3.0, "duration_s": 10.0} if full else {"warmup_s": 1.0, "duration_s": 3.0}
+    rounds = 3 if full else 2
+    result: dict[str, Any] = {"connections": CONNECTIONS, "rounds": rounds, **timing, "methods": {}}
     with stack(scratch) as (service, gateway):
         assert gateway is not None
         create_room(service.address, ROOM_ID)
@@ -108,9 +166,7 @@ def run(*, full: bool, scratch: Path) -> dict[str, Any]:
             if peer is not None:
                 fronts["grpc-gateway"] = peer
             for name in METHODS:
-                rows = {front: _http_load(server, service, name, scratch, timing) for front, server in fronts.items()}
-                rows["direct-grpc"] = _grpc_load(service, name, timing)
-                result["methods"][name] = {"runs": rows, "ratios": _ratios(rows)}
+                result["methods"][name] = _method(name, fronts, service, scratch, timing, rounds)
         finally:
             if peer is not None:
                 peer.stop()

@@ -17,24 +17,33 @@ def _verdict(met: bool | None) -> str:
     return {True: "**met**", False: "**MISSED**", None: "not measured at the stated size"}[met]
 
 
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _header(*names: str) -> list[str]:
+    return [_row(*names), _row(*(["---"] * len(names)))]
+
+
 def _rest(data: dict[str, Any]) -> list[str]:
     lines = ["## REST unary (wrk → front → service)", ""]
-    lines += ["| method | front | req/s | p50 ms | p99 ms | front CPU s/1k req |", "|---|---|---|---|---|---|"]
+    lines += _header("method", "front", "req/s", "p50 ms", "p99 ms", "front CPU ms/req")
     for method, block in data["methods"].items():
         for front, run in block["runs"].items():
             lat = run["latency"]
+            cpu = run.get("front_cpu_s_per_1k")
             lines.append(
-                f"| {method} | {front} | {_fmt(run['rps'])} | {_fmt(lat.get('p50_ms'))} | "
-                f"{_fmt(lat.get('p99_ms'))} | {_fmt(run.get('front_cpu_s_per_1k'))} |"
-            )
+                _row(method, front, _fmt(run["rps"]), _fmt(lat.get("p50_ms")),
+                     _fmt(lat.get("p99_ms")), _fmt(cpu))
+            )  # fmt: skip
     lines.append("")
     for method, block in data["methods"].items():
         r = block["ratios"]
         lines.append(
-            f"- {method}: gateway/aiohttp req/s **{_fmt(r['gateway_vs_aiohttp_rps'], '×')}**, "
-            f"gateway/direct gRPC {_fmt(r['gateway_vs_direct_grpc_rps'], '×')}, "
-            f"gateway/grpc-gateway {_fmt(r['gateway_vs_grpc_gateway_rps'], '×')}, "
-            f"CPU per request gateway/aiohttp {_fmt(r['gateway_vs_aiohttp_cpu_per_1k'], '×')}"
+            f"- {method}: gateway/aiohttp req/s **{_fmt(r['gateway_vs_aiohttp_rps'], 'x')}**, "
+            f"gateway/direct gRPC {_fmt(r['gateway_vs_direct_grpc_rps'], 'x')}, "
+            f"gateway/grpc-gateway {_fmt(r['gateway_vs_grpc_gateway_rps'], 'x')}, "
+            f"CPU per request gateway/aiohttp {_fmt(r['gateway_vs_aiohttp_cpu_per_1k'], 'x')}"
         )
     lines.append(f"- grpc-gateway peer: {data.get('grpc_gateway')}")
     return lines
@@ -42,72 +51,78 @@ def _rest(data: dict[str, Any]) -> list[str]:
 
 def _fanout(data: dict[str, Any]) -> list[str]:
     lines = ["## SSE fan-out (one room, publisher at a fixed rate)", ""]
-    lines += [
-        "| subscribers | path | deliveries/s (offered) | p50 ms | p99 ms | lost | order violations | stream errors |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines += _header(
+        "subscribers", "path", "deliveries/s (offered)", "p50 ms", "p99 ms", "lost",
+        "order violations", "stream errors",
+    )  # fmt: skip
     for count, block in data["runs"].items():
         for path in ("gateway_sse", "direct_grpc"):
-            run = block[path]
+            run, lat = block[path], block[path]["latency"]
+            rate = f"{_fmt(run['deliveries_per_s'])} ({_fmt(run['offered_deliveries_per_s'])})"
             lines.append(
-                f"| {count} | {path} | {_fmt(run['deliveries_per_s'])} ({_fmt(run['offered_deliveries_per_s'])}) | "
-                f"{_fmt(run['latency'].get('p50_ms'))} | {_fmt(run['latency'].get('p99_ms'))} | "
-                f"{run['lost']} | {run['order_violations']} | {run['stream_errors']} |"
-            )
-        lines.append(f"| {count} | SSE/gRPC ratio | {_fmt(block['sse_vs_grpc_deliveries_per_s'], '×')} | | | | | |")
+                _row(count, path, rate, _fmt(lat.get("p50_ms")), _fmt(lat.get("p99_ms")),
+                     run["lost"], run["order_violations"], run["stream_errors"])
+            )  # fmt: skip
+        ratio = _fmt(block["sse_vs_grpc_deliveries_per_s"], "x")
+        lines.append(_row(count, "SSE/gRPC ratio", ratio, "", "", "", "", ""))
     return lines
 
 
 def _idle(data: dict[str, Any]) -> list[str]:
     lines = [f"## Idle connections ({data['connections']:,} each)", ""]
-    lines += ["| kind | KB/conn total | gateway | service | all subscribed |", "|---|---|---|---|---|"]
+    lines += _header("kind", "KB/conn total", "gateway", "service", "all subscribed")
     for kind, run in data["runs"].items():
         lines.append(
-            f"| {kind} | {_fmt(run['total_kb_per_connection'])} | "
-            f"{_fmt(run.get('gateway_kb_per_connection'))} | {_fmt(run.get('service_kb_per_connection'))} | "
-            f"{run['all_subscribed']} |"
-        )
-    lines.append(f"- SSE/direct gRPC memory: {_fmt(data['sse_vs_direct_grpc_kb'], '×')}; "
-                 f"WebSocket/SSE: {_fmt(data['websocket_vs_sse_kb'], '×')}")  # fmt: skip
+            _row(kind, _fmt(run["total_kb_per_connection"]),
+                 _fmt(run.get("gateway_kb_per_connection")),
+                 _fmt(run.get("service_kb_per_connection")), run["all_subscribed"])
+        )  # fmt: skip
+    lines.append(
+        f"- SSE/direct gRPC memory: {_fmt(data['sse_vs_direct_grpc_kb'], 'x')}; "
+        f"WebSocket/SSE: {_fmt(data['websocket_vs_sse_kb'], 'x')}"
+    )
     return lines
 
 
 def _converse(data: dict[str, Any]) -> list[str]:
-    ws, direct = data["gateway_websocket"], data["direct_grpc"]
-    return [
-        "## WebSocket Converse (100 conversations, post → own event)", "",
-        "| path | round trips/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|",
-        f"| gateway WebSocket | {_fmt(ws['round_trips_per_s'])} | {_fmt(ws['latency'].get('p50_ms'))} | "
-        f"{_fmt(ws['latency'].get('p99_ms'))} | {ws['errors']} |",
-        f"| direct gRPC | {_fmt(direct['round_trips_per_s'])} | {_fmt(direct['latency'].get('p50_ms'))} | "
-        f"{_fmt(direct['latency'].get('p99_ms'))} | {direct['errors']} |",
-        f"- WebSocket/gRPC round trips/s: **{_fmt(data['websocket_vs_grpc_round_trips_per_s'], '×')}**",
-    ]  # fmt: skip
+    lines = ["## WebSocket Converse (100 conversations, post → own event)", ""]
+    lines += _header("path", "round trips/s", "p50 ms", "p99 ms", "errors")
+    for label, key in (("gateway WebSocket", "gateway_websocket"), ("direct gRPC", "direct_grpc")):
+        run = data[key]
+        lines.append(
+            _row(label, _fmt(run["round_trips_per_s"]), _fmt(run["latency"].get("p50_ms")),
+                 _fmt(run["latency"].get("p99_ms")), run["errors"])
+        )  # fmt: skip
+    ratio = _fmt(data["websocket_vs_grpc_round_trips_per_s"], "x")
+    lines.append(f"- WebSocket/gRPC round trips/s: **{ratio}**")
+    return lines
 
 
 def _transcode(data: dict[str, Any]) -> list[str]:
     lines = ["## Transcoding (µs per message; speedup = json_format / gateway)", ""]
-    lines += ["| case | gateway µs | json_format µs | speedup | identical |", "|---|---|---|---|---|"]
+    lines += _header("case", "gateway µs", "json_format µs", "speedup", "identical")
     for row in data["rows"]:
         lines.append(
-            f"| {row['case']} | {_fmt(row.get('gateway_us'))} | {_fmt(row.get('json_format_us'))} | "
-            f"{_fmt(row.get('speedup'), '×')} | {row['identical_output']} |"
-        )
+            _row(row["case"], _fmt(row.get("gateway_us")), _fmt(row.get("json_format_us")),
+                 _fmt(row.get("speedup"), "x"), row["identical_output"])
+        )  # fmt: skip
     return lines
 
 
 def _engine(data: dict[str, Any]) -> list[str]:
     memory = data["engines"]["memory"]
-    lines = ["## Engine (in process)", ""]
+    lines = ["## Engine (in process, CPU time)", ""]
     for row in memory["publish"]:
         lines.append(
-            f"- memory, {row['subscribers']} subscribers: {_fmt(row['publishes_per_s'])} publishes/s "
-            f"({_fmt(row['vs_no_subscribers'], '×')} of no subscribers), lost {row['lost']}"
+            f"- memory, {row['subscribers']} subscribers: {_fmt(row['publishes_per_s'])} "
+            f"publishes/s ({_fmt(row['vs_no_subscribers'], 'x')} of no subscribers), "
+            f"lost {row['lost']}"
         )
     for row in memory["resume"]:
         lines.append(
-            f"- resume after {row['missed_events']} missed events: p50 {_fmt(row['resume']['p50_ms'])} ms "
-            f"({_fmt(row['resume_vs_fresh_p50'], '×')} a fresh subscribe)"
+            f"- resume after {row['missed_events']} missed events: p50 "
+            f"{_fmt(row['resume']['p50_ms'])} ms "
+            f"({_fmt(row['resume_vs_fresh_p50'], 'x')} a fresh subscribe)"
         )
     lines.append(f"- redis: {data['engines']['redis']}")
     return lines

@@ -11,20 +11,23 @@ ListMessagesResponse of 50 messages) and each direction:
   a hand-written constructor call is shown too but is not part of the target (no JSON).
 
 Times are CPU time of this thread (``time.thread_time``: other load on the machine does not
-count), the best of several repeats with the two sides interleaved, in µs per message. Every pair's outputs are compared
-first: equal JSON values for encode, equal messages for decode and build_request; a mismatch
-is recorded (and counts as a missed target), never hidden.
+count), the best of several repeats with the two sides interleaved, in µs per message.
+Every pair's outputs are compared first: equal JSON values for encode, equal messages for
+decode and build_request; a mismatch is recorded (and counts as a missed target), never
+hidden.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from bench.stats import ratio
@@ -54,7 +57,7 @@ class Case:
 def _message(offset: int) -> chat_pb2.Message:
     message = chat_pb2.Message(
         name=f"rooms/bench/messages/{offset:016x}",
-        text=f"hello number {offset}, with ünïcode ✓ and \"quotes\"",
+        text=f'hello number {offset}, with ünïcode ✓ and "quotes"',
         sender="users/alice",
         offset=offset,
         epoch="5f0c6a7e2b1d9c33",
@@ -112,17 +115,25 @@ def _same_json(ours: bytes, theirs: str) -> bool:
 def _encode_cases(emit_unpopulated: bool) -> list[Case]:
     options = JsonOptions(emit_unpopulated=emit_unpopulated)
     label = "full" if emit_unpopulated else "sparse"
-    return [
-        Case(
-            f"encode {name} ({label})",
-            lambda m=message: encode_message(m, options=options),
-            lambda m=message: json_format.MessageToJson(
-                m, indent=None, always_print_fields_with_no_presence=emit_unpopulated
-            ),
-            _same_json,
+    cases = []
+    for name, message in SAMPLES.items():
+        ours = functools.partial(encode_message, message, options=options)
+        theirs = functools.partial(
+            json_format.MessageToJson,
+            message,
+            indent=None,
+            always_print_fields_with_no_presence=emit_unpopulated,
         )
-        for name, message in SAMPLES.items()
-    ]
+        cases.append(Case(f"encode {name} ({label})", ours, theirs, _same_json))
+    return cases
+
+
+def _same_message(ours: Message, theirs: Message) -> bool:
+    return bool(ours == theirs)
+
+
+def _parse(data: bytes, cls: type[Message]) -> Message:
+    return json_format.Parse(data, cls(), ignore_unknown_fields=True)
 
 
 def _decode_cases() -> list[Case]:
@@ -131,14 +142,10 @@ def _decode_cases() -> list[Case]:
     for name, message in SAMPLES.items():
         data = json_format.MessageToJson(message, indent=None).encode()
         cls = type(message)
-        cases.append(
-            Case(
-                f"decode {name}",
-                lambda d=data, c=cls: decode_json_message(c.DESCRIPTOR, d, options),
-                lambda d=data, c=cls: json_format.Parse(d, c(), ignore_unknown_fields=True),
-                lambda a, b: bool(a == b),
-            )
-        )
+        descriptor = cast(Descriptor, cls.DESCRIPTOR)  # the stubs offer a Python | upb union
+        ours = functools.partial(decode_json_message, descriptor, data, options)
+        theirs = functools.partial(_parse, data, cls)
+        cases.append(Case(f"decode {name}", ours, theirs, _same_message))
     return cases
 
 
@@ -178,14 +185,13 @@ def _build_cases() -> list[Case]:
             query_options=query_options,
         )
 
-    same = lambda a, b: bool(a == b)  # noqa: E731 - a one-line comparison shared by two cases
     return [
-        Case("build_request PostMessage", post, lambda: _post_by_hand(body), same),
+        Case("build_request PostMessage", post, lambda: _post_by_hand(body), _same_message),
         Case(
             "build_request GetRoom",
             get,
             lambda: rooms_pb2.GetRoomRequest(name="rooms/bench"),
-            same,
+            _same_message,
             in_target=False,
         ),
     ]
@@ -217,7 +223,9 @@ def _measure(case: Case, budget_s: float) -> dict[str, Any]:
         identical, error = False, f"{type(exc).__name__}: {exc}"
     row: dict[str, Any] = {"case": case.name, "identical_output": identical}
     if not case.in_target:
-        row["note"] = "hand-written construction, no JSON involved: informational, not in the target"
+        row["note"] = (
+            "hand-written construction, no JSON involved: informational, not in the target"
+        )
     if error:
         row["error"] = error
         return row
@@ -234,9 +242,13 @@ def _measure(case: Case, budget_s: float) -> dict[str, Any]:
     return row
 
 
+def all_cases() -> list[Case]:
+    return [*_encode_cases(True), *_encode_cases(False), *_decode_cases(), *_build_cases()]
+
+
 def run(*, full: bool) -> dict[str, Any]:
     budget_s = 1.0 if full else 0.1
-    cases = [*_encode_cases(True), *_encode_cases(False), *_decode_cases(), *_build_cases()]
+    cases = all_cases()
     rows = [_measure(case, budget_s) for case in cases]
     in_target = [row for row, case in zip(rows, cases, strict=True) if case.in_target]
     speedups = [row["speedup"] for row in in_target if row.get("speedup")]

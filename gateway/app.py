@@ -42,6 +42,7 @@ from gateway.httprule import Matched, MethodNotAllowed, PathError, RouteTable
 from gateway.metadata import MetadataError, parse_grpc_timeout, request_metadata, wants_trailers
 from gateway.routes import Route, build_route_table, websocket_table
 from gateway.upstream import DeadlinePolicy, Upstream
+from gateway.webpage import add_web_routes
 
 __all__ = [
     "REQUEST_ID",
@@ -60,7 +61,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 
 _LOG = logging.getLogger(__name__)
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-_EXPOSED_HEADERS = "X-Request-Id"
+_EXPOSED_HEADERS = "X-Request-Id, WWW-Authenticate"  # a browser app reads why it got 401
 _PREFLIGHT_MAX_AGE = "600"
 
 Matcher = Callable[[str, str], Matched[Route] | MethodNotAllowed | None]
@@ -78,7 +79,8 @@ def build_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(_decorate_response)
     app.router.add_get("/healthz", _healthz, allow_head=False)
     app.router.add_get("/readyz", _readyz, allow_head=False)
-    app.router.add_route("*", "/{tail:.*}", _serve)
+    add_web_routes(app)  # the chat page and cookie sign-in; before the catch-all shadows "/"
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _serve)  # [\s\S]: %0A decodes to a newline
     return app
 
 

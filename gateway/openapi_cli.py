@@ -15,6 +15,7 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import google.api
@@ -30,7 +31,16 @@ from gateway.openapi import DocumentInfo, dumps, render_openapi
 from gateway.routes import Route, build_route_table
 from gateway.transcode import JsonOptions
 
-__all__ = ["ASYNCAPI_FILE", "OPENAPI_FILE", "Documents", "compile_descriptor_set", "main", "render"]
+__all__ = [
+    "ASYNCAPI_FILE",
+    "OPENAPI_FILE",
+    "Documents",
+    "ProtocError",
+    "compile_descriptor_set",
+    "main",
+    "render",
+    "route_table_of",
+]
 
 OPENAPI_FILE = "switchboard.openapi.json"
 ASYNCAPI_FILE = "switchboard.asyncapi.json"
@@ -66,11 +76,12 @@ def compile_descriptor_set(proto_root: Path, out: Path) -> descriptor_pb2.FileDe
     return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
 
 
+@dataclass(frozen=True)
 class Documents:
     """The OpenAPI and AsyncAPI documents of one descriptor set, as committed text."""
 
-    def __init__(self, openapi: str, asyncapi: str) -> None:
-        self.openapi, self.asyncapi = openapi, asyncapi
+    openapi: str
+    asyncapi: str
 
 
 def route_table_of(descriptor_set: Path) -> RouteTable[Route]:

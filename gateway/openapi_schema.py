@@ -400,13 +400,11 @@ def _is_synthetic(members: Sequence[FieldDescriptor]) -> bool:
 
 
 def _proto3_optional(field: FieldDescriptor) -> bool:
-    proto = descriptor_pb2.FieldDescriptorProto()
     containing = field.containing_type
     assert containing is not None
     message = descriptor_pb2.DescriptorProto()
     containing.CopyToProto(message)
-    proto = next(f for f in message.field if f.name == field.name)
-    return proto.proto3_optional
+    return next(f for f in message.field if f.name == field.name).proto3_optional
 
 
 def _rewrite_refs(node: Any, names: dict[str, str]) -> None:

@@ -16,6 +16,8 @@ document, so both describe the same events and frames:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.rpc import status_pb2
 
@@ -52,11 +54,13 @@ PROTO_FRAME_TYPES = {
 }
 
 
+@dataclass(frozen=True)
 class SseEventDoc:
     """One event name a stream can carry, when it is sent, and its data schema."""
 
-    def __init__(self, name: str, when: str, data: Schema) -> None:
-        self.name, self.when, self.data = name, when, data
+    name: str
+    when: str
+    data: Schema
 
     def as_json(self) -> Schema:
         return {"name": self.name, "when": self.when, "data": self.data}

@@ -7,7 +7,10 @@ the descriptor pool by its full name, and decides with the shared ``Authenticato
 UNAUTHENTICATED or PERMISSION_DENIED before the servicer runs; the message never contains the
 token. An accepted call runs with the identity set in the identity contextvar inside the
 handler's own task. A server- or bidi-streaming call ends with UNAUTHENTICATED ("token
-expired") when its token's ``exp`` passes. Health and reflection are public by default.
+expired") when its token's ``exp`` passes. Health and reflection (``public_services``) are
+outside auth altogether: a token sent to them is not even read, so a load balancer's probe and
+grpcurl's reflection (which sends the same ``-H`` headers as the call) work whatever token the
+client holds, and the call itself then reports what is wrong with the token.
 
 ``python -m services token --sub alice --roles member [--ttl 3600]`` prints an HS256 token
 signed with the development secret (``SWITCHBOARD_DEV_SECRET`` or the generated file under
@@ -91,8 +94,7 @@ class AuthInterceptor(_Interceptor):
     def rule_for(self, rpc_path: str) -> options_pb2.AuthRule | None:
         """The rule for ``/pkg.Service/Method`` (cached): public services, then descriptors."""
         if rpc_path not in self._rules:
-            service = rpc_path.lstrip("/").partition("/")[0]
-            public = service in self._public
+            public = _service_of(rpc_path) in self._public
             self._rules[rpc_path] = _PUBLIC_RULE if public else rule_for_path(self._pool, rpc_path)
         return self._rules[rpc_path]
 
@@ -102,6 +104,8 @@ class AuthInterceptor(_Interceptor):
         handler = await continuation(handler_call_details)
         if not _found(handler):
             return handler  # None: an unknown method, which grpc answers with UNIMPLEMENTED
+        if _service_of(handler_call_details.method) in self._public:
+            return handler
         try:
             token = _token(handler_call_details.invocation_metadata)
             rule = self.rule_for(handler_call_details.method)
@@ -111,6 +115,10 @@ class AuthInterceptor(_Interceptor):
         if identity is None:
             return handler
         return _with_identity(handler, identity, self._identity_var, self._clock)
+
+
+def _service_of(rpc_path: str) -> str:
+    return rpc_path.lstrip("/").partition("/")[0]
 
 
 def _found(handler: Handler | None) -> bool:

@@ -28,8 +28,8 @@ from google.protobuf.message import Message
 
 from switchboard.v1 import chat_pb2, chat_pb2_grpc, rooms_pb2, rooms_pb2_grpc
 
-CHAT = web.AppKey("chat", chat_pb2_grpc.ChatServiceStub)
-ROOMS = web.AppKey("rooms", rooms_pb2_grpc.RoomServiceStub)
+CHAT = web.AppKey("chat", chat_pb2_grpc.ChatServiceAsyncStub)
+ROOMS = web.AppKey("rooms", rooms_pb2_grpc.RoomServiceAsyncStub)
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,
@@ -83,7 +83,7 @@ def build_app(backend: str) -> web.Application:
         app[CHAT] = chat_pb2_grpc.ChatServiceStub(channel)
         app[ROOMS] = rooms_pb2_grpc.RoomServiceStub(channel)
         yield
-        await channel.close()
+        await channel.close(None)
 
     app.cleanup_ctx.append(channel_ctx)
     app.router.add_post("/v1/rooms/{room}/messages", post_message)

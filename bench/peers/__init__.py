@@ -24,10 +24,14 @@ def _build(scratch: Path) -> str:
     if BINARY.exists():
         return ""
     if shutil.which("go") is None or shutil.which("protoc") is None:
-        return "skipped: go/protoc absent (run `make bench-peers` to install Debian's golang-grpc-gateway)"
+        return (
+            "skipped: go/protoc absent (`make bench-peers` installs Debian's golang-grpc-gateway)"
+        )
     log = scratch / "grpc-gateway-build.log"
     with log.open("wb") as sink:
-        done = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=sink, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)], stdout=sink, stderr=subprocess.STDOUT, check=False
+        )
     if done.returncode != 0 or not BINARY.exists():
         return f"skipped: building grpc-gateway failed: {log.read_text(errors='replace')[-800:]}"
     return ""

@@ -19,6 +19,11 @@ maps+=",Mgoogle/api/annotations.proto=google.golang.org/genproto/googleapis/api/
 maps+=",Mgoogle/api/field_behavior.proto=google.golang.org/genproto/googleapis/api/annotations"
 maps+=",Mgoogle/api/http.proto=google.golang.org/genproto/googleapis/api/annotations"
 maps+=",Mgoogle/rpc/status.proto=google.golang.org/genproto/googleapis/rpc/status"
+# Well-known types as the APIv1 packages grpc-gateway 1.6's runtime (golang/protobuf 1.3) reads.
+maps+=",Mgoogle/protobuf/timestamp.proto=github.com/golang/protobuf/ptypes/timestamp"
+maps+=",Mgoogle/protobuf/empty.proto=github.com/golang/protobuf/ptypes/empty"
+maps+=",Mgoogle/protobuf/field_mask.proto=google.golang.org/genproto/protobuf/field_mask"
+maps+=",Mgoogle/protobuf/descriptor.proto=github.com/golang/protobuf/protoc-gen-go/descriptor"
 for file in "$repo"/proto/switchboard/v1/*.proto; do
   maps+=",Mswitchboard/v1/$(basename "$file")=switchboard/gen/switchboard/v1"
 done

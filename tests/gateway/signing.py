@@ -1,6 +1,9 @@
 """Real signing keys for the auth tests: RSA, EC, Ed25519 and HMAC, each able to mint JWTs.
 
 Keys are generated with ``cryptography`` once per test session (RSA generation is slow).
+``deployment_config``, ``token`` and ``bad_tokens`` describe one deployment (an RSA key file and
+an HS256 secret, an issuer and an audience) that the gateway and service integration tests run
+both processes with.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -19,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.auth import VerificationKey
+from gateway.authconfig import AuthConfig, KeyConfig
 
 SECRET = b"s" * 64  # long enough for HS512
 
@@ -108,3 +113,63 @@ def forged(header: dict[str, Any], payload: dict[str, Any], secret: bytes | None
         return signing_input + "."
     signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(signature)}"
+
+
+# --- one deployment's keys, shared by the gateway and service integration tests -----------------
+
+ISSUER = "https://id.switchboard.test"
+AUDIENCE = "switchboard"
+RSA_KID = "rsa-1"
+HS_KID = "hs-1"
+
+
+def deployment_config(tmp_path: Path, **changes: Any) -> AuthConfig:
+    """What both processes run with: an RSA public key file and an HS256 secret, iss and aud."""
+    pem = tmp_path / f"{RSA_KID}.pem"
+    pem.write_bytes(rsa_key(RSA_KID).public_pem())
+    keys = (
+        KeyConfig(kid=RSA_KID, public_key_file=pem),
+        KeyConfig(kid=HS_KID, secret=SECRET.decode(), algorithms=("HS256",)),
+    )
+    config = AuthConfig(keys=keys, issuer=ISSUER, audience=(AUDIENCE,), leeway_seconds=5)
+    return replace(config, **changes)
+
+
+def token(
+    sub: str | None = "alice",
+    roles: tuple[str, ...] = ("member",),
+    *,
+    ttl: int = 300,
+    key: SigningKey | None = None,
+    **extra: Any,
+) -> str:
+    """A token the deployment accepts (unless ``extra`` spoils it): RS256, right iss and aud."""
+    payload = claims(sub, list(roles), ttl, **{"iss": ISSUER, "aud": AUDIENCE, **extra})
+    return (key or rsa_key(RSA_KID)).sign(payload)
+
+
+def bad_tokens() -> dict[str, tuple[str, str]]:
+    """name → (token, what the rejection says): every way a token must fail, for real."""
+    now = int(time.time())
+    good = claims("alice", ["admin"], 300, iss=ISSUER, aud=AUDIENCE)
+    pem = rsa_key(RSA_KID).public_pem()
+    return {
+        "expired": (token(ttl=-120), "token expired"),
+        "not yet valid": (token(nbf=now + 120), "token not yet valid"),
+        "wrong signature": (rsa_key(RSA_KID, seed="other").sign(good), "signature verification"),
+        "wrong key type": (
+            ec_key(kid=RSA_KID).sign(good),
+            f"algorithm ES256 is not allowed for key '{RSA_KID}'",
+        ),
+        "alg none": (forged({"alg": "none", "kid": RSA_KID}, good, None), "alg 'none'"),
+        "HS/RS confusion": (
+            forged({"alg": "HS256", "kid": RSA_KID}, good, pem),
+            f"algorithm HS256 is not allowed for key '{RSA_KID}'",
+        ),
+        "HS/RS confusion, no kid": (forged({"alg": "HS256"}, good, pem), "signature verification"),
+        "unknown kid": (hmac_key(kid="retired").sign(good), "unknown key id 'retired'"),
+        "wrong issuer": (token(iss="https://evil.test"), "issuer not accepted"),
+        "wrong audience": (token(aud="someone-else"), "audience not accepted"),
+        "missing sub": (token(sub=None), "no 'sub' claim"),
+        "garbage": ("garbage", "token is malformed"),
+    }

@@ -126,6 +126,14 @@ async def test_wrong_method_is_405_with_allow(gateway: Client) -> None:
     assert "PUT" in body["message"]
 
 
+async def test_an_encoded_newline_in_the_path_is_routed(gateway: Client, echo: EchoServer) -> None:
+    base = gateway.make_url("/")
+    response = await gateway.session.get(URL(f"{base}v1/everything/a%0Ab", encoded=True))
+    assert response.status == 200
+    assert response.content_type == "application/json"
+    assert echo.last("GetEverything").requests[0].id == "a\nb"
+
+
 async def test_bad_percent_escape_is_400(gateway: Client) -> None:
     base = gateway.make_url("/")
     raw = URL(f"{base}v1/everything/%zz", encoded=True)

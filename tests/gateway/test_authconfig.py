@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from gateway.authconfig import (
     AuthConfig,
     AuthConfigError,
     KeyConfig,
+    add_auth_arguments,
+    auth_from_args,
     build_keyring,
     dev_secret,
     open_authenticator,
@@ -129,3 +132,35 @@ async def test_bad_policy_path_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(AuthConfigError, match=r"missing\.toml"):
         async with open_authenticator(config, {}):
             pass
+
+
+def _flags(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_auth_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_the_command_line_refuses_to_run_without_a_key_unless_told(tmp_path: Path) -> None:
+    with pytest.raises(AuthConfigError, match="--no-auth") as caught:
+        auth_from_args(_flags(), environ={})
+    assert "--dev-auth" in str(caught.value)
+    assert "--auth-config" in str(caught.value)
+    assert auth_from_args(_flags("--no-auth"), environ={"SWITCHBOARD_AUTH_DEV": "1"}) is None
+    with pytest.raises(AuthConfigError, match="cannot be combined"):
+        auth_from_args(_flags("--no-auth", "--dev-auth"), environ={})
+
+
+def test_the_command_line_reads_the_file_the_environment_and_the_dev_flag(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "auth.toml"
+    path.write_text('[auth]\nissuer = "https://file"\njwks_file = "jwks.json"\n')
+    from_env = auth_from_args(_flags(), environ={"SWITCHBOARD_AUTH_CONFIG": str(path)})
+    assert from_env is not None
+    assert (from_env.issuer, from_env.jwks_file) == ("https://file", tmp_path / "jwks.json")
+    env = {"SWITCHBOARD_JWT_ISSUER": "https://env"}
+    overridden = auth_from_args(_flags("--auth-config", str(path), "--dev-auth"), environ=env)
+    assert overridden is not None
+    assert (overridden.issuer, overridden.dev) == ("https://env", True)
+    base = AuthConfig(keys=(KeyConfig(secret="x" * 32),))
+    assert auth_from_args(_flags(), base, environ={}) == base

@@ -244,3 +244,23 @@ async def test_sigterm_lets_a_request_in_flight_finish(
         async with await in_flight as response:
             assert response.status == 504  # answered (by its deadline), not cut off
         assert await asyncio.wait_for(process.wait(), STARTUP_WAIT) == 0
+
+
+async def test_dev_auth_denies_methods_without_an_auth_rule_and_logs_them(
+    echo: EchoServer, descriptor_set_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DEV_SECRET", "d" * 48)
+    args = ("--backend", echo.address, "--descriptor-set", str(descriptor_set_file), "--dev-auth")
+    async with _serving(*args) as (process, base), aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/v1/everything/x") as response:
+            assert response.status == 403
+            body = await response.json()
+            assert body["message"] == "method has no auth rule and is denied by default"
+        async with session.get(f"{base}/healthz") as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), STARTUP_WAIT) == 0
+        assert process.stderr is not None
+        logged = (await process.stderr.read()).decode()
+    assert "no auth rule, denied to every caller: GET /v1/everything/{id}" in logged
+    assert echo.calls == []

@@ -1,6 +1,7 @@
-"""Schemathesis against a live gateway in front of the real service, driven by the committed
-OpenAPI document: every generated request must get a documented status code and content type,
-a body that matches the documented schema, and never a 5xx.
+"""Schemathesis against a live gateway in front of the real service (auth on in both, an admin
+token on every request), driven by the committed OpenAPI document: every generated request must
+get a documented status code and content type, a body that matches the documented schema, and
+never a 5xx; and an operation that needs a token must refuse requests without one.
 
 Bounded and reproducible: a fixed seed, at most ``EXAMPLES`` cases per operation, one worker,
 no example database. The streaming operations (Subscribe never ends; Converse is WebSocket-only)
@@ -19,6 +20,7 @@ import pytest
 
 from gateway.config import Settings
 from services.testing import running_server
+from tests.gateway.signing import deployment_config, token
 from tests.gateway.stream_gateway import running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,12 +34,13 @@ CHECKS = ",".join(
         "content_type_conformance",
         "response_headers_conformance",
         "response_schema_conformance",
+        "ignored_auth",
     )
 )
 LIMIT = 150.0
 
 
-def _command(base_url: str, report: Path) -> list[str]:
+def _command(base_url: str, report: Path, bearer: str) -> list[str]:
     return [
         str(Path(sys.executable).parent / "st"),
         "run",
@@ -49,6 +52,7 @@ def _command(base_url: str, report: Path) -> list[str]:
         "--phases=examples,coverage,fuzzing",
         f"--checks={CHECKS}",
         "--exclude-operation-id-regex=^ChatService_(Subscribe|Converse)$",
+        f"--header=Authorization: Bearer {bearer}",
         "--request-timeout=5",
         "--workers=1",
         "--generation-database=none",
@@ -65,11 +69,13 @@ async def test_generated_requests_get_documented_answers(tmp_path: Path) -> None
         "SCHEMATHESIS_HOOKS": "tests.gateway.schemathesis_hooks",
         "PYTHONPATH": os.pathsep.join((str(ROOT), os.environ.get("PYTHONPATH", ""))),
     }
-    async with running_server() as backend:
-        settings = Settings(backends={"*": (backend.address,)})
+    config = deployment_config(tmp_path)
+    admin = token("schemathesis", roles=("admin",), ttl=600)
+    async with running_server(auth=config) as backend:
+        settings = Settings(backends={"*": (backend.address,)}, auth=config)
         async with running_gateway(settings) as gateway:
             process = await asyncio.create_subprocess_exec(
-                *_command(gateway.base, tmp_path / "junit.xml"),
+                *_command(gateway.base, tmp_path / "junit.xml", admin),
                 cwd=tmp_path,
                 env=env,
                 stdout=asyncio.subprocess.PIPE,

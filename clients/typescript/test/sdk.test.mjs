@@ -46,6 +46,7 @@ test('creates a room and reads it back', async () => {
   assert.equal(status, 201);
   assert.equal(room.name, `rooms/${id}`);
   assert.equal(room.displayName, 'Hello from TypeScript');
+  if (process.env.SWITCHBOARD_TOKEN) assert.equal(room.creator, 'sdk-user');
   assert.deepEqual(room.labels, { origin: 'typescript' });
   assert.ok(!Number.isNaN(Date.parse(room.createTime)), `createTime ${room.createTime}`);
   assert.equal(typeof room.lastOffset, 'string', 'int64 travels as a decimal string');
@@ -81,6 +82,15 @@ test('posts messages and lists them a page at a time, newest first', async () =>
   } while (pageToken && pages < 10);
   assert.deepEqual(seen, [...texts].reverse());
   assert.equal(pages, 3);
+});
+
+test('a call without the token is refused with 401 and a google.rpc.Status', async (t) => {
+  if (!process.env.SWITCHBOARD_TOKEN) return t.skip('the gateway runs without auth');
+  const anonymous = createSwitchboardClient({ baseUrl });
+  const { error, response } = await roomServiceGetRoom({ client: anonymous, path: { room: 'any' } });
+  assert.equal(response.status, 401);
+  assert.equal(error.code, 16, 'UNAUTHENTICATED');
+  assert.match(response.headers.get('WWW-Authenticate') ?? '', /^Bearer/);
 });
 
 test('errors arrive as google.rpc.Status', async () => {
