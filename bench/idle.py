@@ -1,11 +1,12 @@
 """Scenario "idle": resident memory per idle connection.
 
 For each kind — an SSE subscriber through the gateway, a WebSocket Converse through the
-gateway (subscribed, then silent), and a gRPC Subscribe straight to the service — a fresh
-service (and gateway) starts, a handful of connections warm it up and close, the resident
-set (RSS) of the gateway and the service is read, N idle connections open from receiver
-processes and, once every one is subscribed, the RSS is read again. Per connection:
-(after - before) / N, in KB, for each process and for both together.
+gateway (subscribed, then silent; with the client offering permessage-deflate, as browsers
+and the websockets package do, and without it), and a gRPC Subscribe straight to the
+service — a fresh service (and gateway) starts, a handful of connections warm it up and
+close, the resident set (RSS) of the gateway and the service is read, N idle connections
+open from receiver processes and, once every one is subscribed, the RSS is read again.
+Per connection: (after - before) / N, in KB, for each process and for both together.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ RECEIVER_PROCESSES = 2
 WARMUP_CONNECTIONS = 10
 SETTLE_S = 1.0
 TARGET_KB_PER_SSE = 50.0
-KINDS = {"sse": "gateway_sse", "ws": "gateway_websocket", "grpc": "direct_grpc"}
+KINDS = {
+    "sse": "gateway_sse",
+    "ws": "gateway_websocket",
+    "ws-plain": "gateway_websocket_no_deflate",
+    "grpc": "direct_grpc",
+}
 
 
 def _rss(servers: list[Server]) -> dict[str, int]:

@@ -34,7 +34,7 @@ MAX_VIOLATIONS_KEPT = 20
 class Plan:
     """What one receiver process does."""
 
-    transport: str  # "sse" | "grpc" | "ws"
+    transport: str  # "sse" | "grpc" | "ws" | "ws-plain" (no permessage-deflate offered)
     target: str  # HTTP base URL (sse, ws) or HOST:PORT (grpc)
     room: str  # "rooms/<id>"
     count: int
@@ -131,13 +131,17 @@ def _sse_block(block: bytes, subscriber: Subscriber, expected: int) -> None:
     _handle_event(b"\n".join(data), subscriber, expected)
 
 
-async def _ws(plan: Plan, subscriber: Subscriber, _session: Any) -> None:
+async def _ws(plan: Plan, subscriber: Subscriber, _session: Any, deflate: bool = True) -> None:
     import websockets
     from websockets.typing import Subprotocol
 
     url = plan.target.replace("http://", "ws://") + f"/v1/{plan.room}:converse"
     async with websockets.connect(
-        url, subprotocols=[Subprotocol("switchboard.grpc.json.v1")], max_queue=None, open_timeout=60
+        url,
+        subprotocols=[Subprotocol("switchboard.grpc.json.v1")],
+        max_queue=None,
+        open_timeout=60,
+        compression="deflate" if deflate else None,
     ) as socket:
         await socket.send('{"message":{}}')
         async for frame in socket:
@@ -165,7 +169,11 @@ async def _grpc(plan: Plan, subscriber: Subscriber, channel: Any) -> None:
             return
 
 
-TRANSPORTS = {"sse": _sse, "ws": _ws, "grpc": _grpc}
+async def _ws_plain(plan: Plan, subscriber: Subscriber, session: Any) -> None:
+    await _ws(plan, subscriber, session, deflate=False)
+
+
+TRANSPORTS = {"sse": _sse, "ws": _ws, "ws-plain": _ws_plain, "grpc": _grpc}
 
 
 async def _one(

@@ -52,7 +52,7 @@ def _rest(data: dict[str, Any]) -> list[str]:
 def _fanout(data: dict[str, Any]) -> list[str]:
     lines = ["## SSE fan-out (one room, publisher at a fixed rate)", ""]
     lines += _header(
-        "subscribers", "path", "deliveries/s (offered)", "p50 ms", "p99 ms", "lost",
+        "subscribers", "path", "deliveries/s (offered)", "p50 ms", "p99 ms", "missing at stop",
         "order violations", "stream errors",
     )  # fmt: skip
     for count, block in data["runs"].items():
@@ -61,7 +61,7 @@ def _fanout(data: dict[str, Any]) -> list[str]:
             rate = f"{_fmt(run['deliveries_per_s'])} ({_fmt(run['offered_deliveries_per_s'])})"
             lines.append(
                 _row(count, path, rate, _fmt(lat.get("p50_ms")), _fmt(lat.get("p99_ms")),
-                     run["lost"], run["order_violations"], run["stream_errors"])
+                     run["missing_at_stop"], run["order_violations"], run["stream_errors"])
             )  # fmt: skip
         ratio = _fmt(block["sse_vs_grpc_deliveries_per_s"], "x")
         lines.append(_row(count, "SSE/gRPC ratio", ratio, "", "", "", "", ""))

@@ -35,6 +35,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 import gateway.bridges.rest  # noqa: F401  (registers the UNARY bridge)
 from gateway.auth import AuthError
 from gateway.bridges import CallContext, dispatch, status_response
+from gateway.bridges.streaming import (
+    install as install_streaming,
+)  # registers the streaming bridges
 from gateway.config import Settings
 from gateway.descriptors import Services, from_descriptor_set, from_modules, from_reflection
 from gateway.gate import admit, admitted_query, auth_context, log_denied, refusal, upstream_metadata
@@ -74,6 +77,7 @@ def build_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes + 1,
     )
     app[SETTINGS] = settings
+    install_streaming(app, settings.streams)
     app.cleanup_ctx.append(auth_context(settings.auth))
     app.cleanup_ctx.append(_gateway_ctx)
     app.on_response_prepare.append(_decorate_response)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,26 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    """Limits and timings of the streaming bridges."""
+
+    heartbeat: float = 15.0  # SSE comment after this many idle seconds; also the first-event wait
+    retry_ms: int = 3000  # SSE `retry:` hint
+    write_buffer_limit: int = 1 * MiB  # bytes a slow HTTP reader may leave unread; then it ends
+    websocket_heartbeat: float = 20.0  # ping interval; a peer missing its pong is dropped
+    websocket_max_message: int = 4 * MiB  # per message, after permessage-deflate decompression
+    allowed_origins: tuple[str, ...] = ()  # WebSocket Origins; "*" any; empty: same host only
+    shutdown_grace: float = 5.0  # seconds the shutdown hook waits for streams to end
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat", "websocket_heartbeat", "shutdown_grace"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"StreamSettings.{name} must be positive")
+        if self.write_buffer_limit <= 0 or self.websocket_max_message <= 0:
+            raise ValueError("StreamSettings limits must be positive")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the gateway needs to start (see gateway/docs/gateway.md)."""
 
@@ -64,6 +84,7 @@ class Settings:
     json: JsonOptions = field(default_factory=JsonOptions)
     query: QueryOptions = field(default_factory=QueryOptions)
     auth: AuthConfig | None = None  # None: no token is checked (``--no-auth``)
+    streams: StreamSettings = field(default_factory=StreamSettings)
 
     def backend_for(self, service: str) -> str:
         """The backend name serving ``service``: its address list joined with commas."""
@@ -136,6 +157,8 @@ def _from_mapping(data: Mapping[str, Any], *, base: Path) -> Settings:
             values[key] = _json_options(value)
         elif key == "auth":
             values[key] = _auth(value, base)
+        elif key == "streams":
+            values[key] = _streams(value)
         elif key == "query_reject_unknown":
             values["query"] = QueryOptions(reject_unknown=_typed(key, value, bool))
         elif key in _LISTS:
@@ -145,6 +168,23 @@ def _from_mapping(data: Mapping[str, Any], *, base: Path) -> Settings:
         else:
             raise ConfigError(f"unknown option {key!r}")
     return _checked(Settings(**values))
+
+
+def _streams(value: object) -> StreamSettings:
+    """The ``[streams]`` table: StreamSettings' fields, checked by name and type."""
+    if not isinstance(value, dict):
+        raise ConfigError("streams: expected a table")
+    known = {f.name: f.type for f in fields(StreamSettings)}
+    for key in value:
+        if key not in known:
+            raise ConfigError(f"streams: unknown option {key!r} (known: {', '.join(known)})")
+    items: dict[str, Any] = {
+        k: _strings(f"streams.{k}", v) if k == "allowed_origins" else v for k, v in value.items()
+    }
+    try:
+        return StreamSettings(**items)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"streams: {exc}") from exc
 
 
 def _backends(value: object) -> dict[str, tuple[str, ...]]:

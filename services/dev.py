@@ -59,11 +59,14 @@ def dev_banner(grpc_listen: str, http_listen: str, token: str) -> str:
             "",
             f"  export TOKEN={token}",
             "",
+            f"  chat page:  http://{http_listen}/#token={token}",
+            f"  API docs:   http://{http_listen}/docs",
+            "",
             f'  curl -H "Authorization: Bearer $TOKEN" http://{http_listen}/v1/rooms',
             f'  grpcurl -plaintext -H "authorization: Bearer $TOKEN" {grpc_listen} '
             "switchboard.v1.RoomService/ListRooms",
             "",
-            f"More tokens: python -m services token --sub {DEV_USER} --roles {roles}"
+            f"More tokens: .venv/bin/python -m services token --sub {DEV_USER} --roles {roles}"
             "  (roles: viewer, member, admin)",
         ]
     )

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import enum
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 
 import grpc
@@ -32,6 +31,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from gateway.bridges import CallContext, register, rpc_error_response, status_response
+from gateway.config import StreamSettings
 from gateway.metadata import response_headers
 from gateway.routes import Cardinality
 from gateway.transcode import status_from_parts
@@ -57,26 +57,6 @@ __all__ = [
 MiB: Final = 1024 * 1024
 _DISCONNECT_POLL: Final = 0.2  # seconds; a vanished client is noticed well within one second
 _TRANSPORT_HIGH_WATER: Final = 1 << 30
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """Limits and timings of the streaming bridges."""
-
-    heartbeat: float = 15.0  # SSE comment after this many idle seconds; also the first-event wait
-    retry_ms: int = 3000  # SSE `retry:` hint
-    write_buffer_limit: int = 1 * MiB  # bytes a slow HTTP reader may leave unread; then it ends
-    websocket_heartbeat: float = 20.0  # ping interval; a peer missing its pong is dropped
-    websocket_max_message: int = 4 * MiB  # per message, after permessage-deflate decompression
-    allowed_origins: tuple[str, ...] = ()  # WebSocket Origins; "*" any; empty: same host only
-    shutdown_grace: float = 5.0  # seconds the shutdown hook waits for streams to end
-
-    def __post_init__(self) -> None:
-        for name in ("heartbeat", "websocket_heartbeat", "shutdown_grace"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"StreamSettings.{name} must be positive")
-        if self.write_buffer_limit <= 0 or self.websocket_max_message <= 0:
-            raise ValueError("StreamSettings limits must be positive")
 
 
 class Ending(enum.Enum):

@@ -78,6 +78,7 @@ async function signOut() {
     showError(error);
   }
   api = null;
+  $("room").hidden = true;
   sessionStorage.removeItem(TOKEN_KEY);
   setHash(new URLSearchParams());
   showSignIn();

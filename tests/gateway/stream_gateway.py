@@ -11,13 +11,13 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 from aiohttp import web
 
 from gateway.app import build_app
-from gateway.bridges.streaming import LIVE_STREAMS, LiveStreams, StreamSettings, install
+from gateway.bridges.streaming import LIVE_STREAMS, LiveStreams, StreamSettings
 from gateway.config import Settings
 
 
@@ -48,8 +48,7 @@ class Gateway:
 async def running_gateway(
     settings: Settings, streams: StreamSettings | None = None
 ) -> AsyncIterator[Gateway]:
-    app = build_app(settings)
-    install(app, streams or StreamSettings())
+    app = build_app(replace(settings, streams=streams or StreamSettings()))
     runner = web.AppRunner(app, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -43,7 +42,9 @@ async def make_engine(**config: float) -> tuple[MemoryEngine, FakeClock]:
     return engine, clock
 
 
-async def post(engine: MemoryEngine, text: str, *, request_id: str = "", room: str = "lobby") -> int:
+async def post(
+    engine: MemoryEngine, text: str, *, request_id: str = "", room: str = "lobby"
+) -> int:
     result = await engine.post_message(
         room, text=text, attributes={}, sender="alice", request_id=request_id
     )
@@ -204,22 +205,34 @@ async def test_slow_subscriber_is_ended_without_slowing_others() -> None:
     await asyncio.wait_for(reader, 2)
     assert [e.offset for e in received] == list(range(1, 41))
     got: list[Event] = []
-    with pytest.raises(SubscriberOverflow, match="behind"):
+
+    async def drain_slow() -> None:
         async for event in slow:
             got.append(event)
+
+    with pytest.raises(SubscriberOverflow, match="behind"):
+        await drain_slow()
     assert len(got) <= 8  # what was buffered is delivered, then the stream ends
 
 
 async def test_idempotent_post_returns_the_original_and_stores_nothing() -> None:
     engine, clock = await make_engine(idempotency_window_s=30)
-    first = await engine.post_message("lobby", text="hi", attributes={}, sender="a", request_id="r1")
-    again = await engine.post_message("lobby", text="hi", attributes={}, sender="a", request_id="r1")
-    assert again.duplicate and not first.duplicate
+    first = await engine.post_message(
+        "lobby", text="hi", attributes={}, sender="a", request_id="r1"
+    )
+    again = await engine.post_message(
+        "lobby", text="hi", attributes={}, sender="a", request_id="r1"
+    )
+    assert again.duplicate
+    assert not first.duplicate
     assert again.message == first.message
     assert (await engine.get_room("lobby")).last_offset == 1
     clock.advance(31)
-    later = await engine.post_message("lobby", text="hi", attributes={}, sender="a", request_id="r1")
-    assert not later.duplicate and later.message.offset == 2
+    later = await engine.post_message(
+        "lobby", text="hi", attributes={}, sender="a", request_id="r1"
+    )
+    assert not later.duplicate
+    assert later.message.offset == 2
 
 
 async def test_presence_counts_users_once_with_join_and_leave_events() -> None:
@@ -257,7 +270,8 @@ async def test_history_pages_both_directions_with_edits_and_deletes() -> None:
     assert [m.text for m in nxt.messages] == ["m2!", "m1"]
     fwd = await engine.read_history("lobby", start_offset=0, forward=True, limit=10)
     assert [m.text for m in fwd.messages] == ["m1", "m2!", "m4", "m5"]
-    assert fwd.next_offset == 0 and fwd.last_offset == 7
+    assert fwd.next_offset == 0
+    assert fwd.last_offset == 7
     with pytest.raises(CursorAhead):
         await engine.read_history("lobby", start_offset=99, forward=True, limit=1)
 
@@ -282,7 +296,8 @@ async def test_rooms_create_update_with_etag_and_delete_ends_subscriptions() -> 
     updated = await engine.update_room(
         "lobby", RoomChanges(description="hello"), expected_etag=room.etag
     )
-    assert updated.description == "hello" and updated.etag != room.etag
+    assert updated.description == "hello"
+    assert updated.etag != room.etag
     with pytest.raises(EtagMismatch, match="etag"):
         await engine.update_room("lobby", RoomChanges(description="x"), expected_etag=room.etag)
     sub = await engine.subscribe("lobby", cursor=None, user="bob")
@@ -307,13 +322,12 @@ async def test_close_ends_every_subscription_and_refuses_calls() -> None:
     engine, _ = await make_engine()
     sub = await engine.subscribe("lobby", cursor=None, user="bob")
 
-    async def drain(subscription: Subscription) -> AsyncIterator[Event]:
-        async for event in subscription:
-            yield event
+    async def drain(subscription: Subscription) -> None:
+        async for _ in subscription:
+            pass
 
     await engine.close()
     with pytest.raises(EngineClosed):
-        async for _ in drain(sub):
-            pass
+        await drain(sub)
     with pytest.raises(EngineClosed):
         await engine.get_room("lobby")

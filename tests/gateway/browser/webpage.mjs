@@ -79,6 +79,11 @@ async function user(browser, name) {
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_MS);
   page.on("pageerror", (error) => result.pageErrors.push(`${name}: ${error.message}`));
+  page.on("console", (message) => {
+    if (/Content Security Policy|Refused to/.test(message.text())) {
+      result.pageErrors.push(`${name}: ${message.text()}`);
+    }
+  });
   return { name, context, page };
 }
 
