@@ -125,6 +125,11 @@ async def _run(full: bool) -> dict[str, Any]:
     repeats = 200 if full else 50
     resume = [await _resume(gap, repeats) for gap in RESUME_GAPS]
     return {
+        "parameters": {
+            "messages_per_publish_run": messages,
+            "publish_repeats": PUBLISH_REPEATS,
+            "resume_repeats": repeats,
+        },
         "engines": {
             "memory": {"publish": publish, "resume": resume},
             "redis": "absent: no Redis engine exists yet (services/engine/redis.py)",

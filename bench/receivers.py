@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as StopEvent
 from typing import Any, Protocol
@@ -26,7 +26,6 @@ import orjson
 
 from bench.procs import raise_fd_limit
 
-CONNECT_CONCURRENCY = 200
 MAX_VIOLATIONS_KEPT = 20
 
 
@@ -173,15 +172,12 @@ async def _ws_plain(plan: Plan, subscriber: Subscriber, session: Any) -> None:
     await _ws(plan, subscriber, session, deflate=False)
 
 
-TRANSPORTS = {"sse": _sse, "ws": _ws, "ws-plain": _ws_plain, "grpc": _grpc}
+Transport = Callable[[Plan, Subscriber, Any], Awaitable[None]]
+TRANSPORTS: dict[str, Transport] = {"sse": _sse, "ws": _ws, "ws-plain": _ws_plain, "grpc": _grpc}
 
 
-async def _one(
-    plan: Plan, subscriber: Subscriber, shared: Any, gate: asyncio.Semaphore, tally: Tally
-) -> None:
+async def _one(plan: Plan, subscriber: Subscriber, shared: Any, tally: Tally) -> None:
     try:
-        async with gate:
-            pass  # staggers connection set-up; the stream itself is not held under the gate
         await TRANSPORTS[plan.transport](plan, subscriber, shared)
     except asyncio.CancelledError:
         raise
@@ -224,12 +220,11 @@ async def _receive(plan: Plan, queue: Queue, stop: StopEvent) -> Tally:
             queue.put(("ready", plan.count))
 
     shared, closables = await _shared_resources(plan)
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     subscribers = [Subscriber(plan.first_id + i, tally, one_ready) for i in range(plan.count)]
     tasks = []
     for index, subscriber in enumerate(subscribers):
         resource = shared[index % len(shared)] if isinstance(shared, list) else shared
-        tasks.append(asyncio.create_task(_one(plan, subscriber, resource, gate, tally)))
+        tasks.append(asyncio.create_task(_one(plan, subscriber, resource, tally)))
     all_done: asyncio.Future[Any] = asyncio.ensure_future(
         asyncio.gather(*(s.done.wait() for s in subscribers))
     )

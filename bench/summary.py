@@ -65,6 +65,14 @@ def _fanout(data: dict[str, Any]) -> list[str]:
             )  # fmt: skip
         ratio = _fmt(block["sse_vs_grpc_deliveries_per_s"], "x")
         lines.append(_row(count, "SSE/gRPC ratio", ratio, "", "", "", "", ""))
+    lines.append("")
+    for count, block in data["runs"].items():
+        sse = block["gateway_sse"]
+        cpu = sse.get("gateway_cpu_s_per_1k_deliveries")
+        lines.append(
+            f"- {count} subscribers: exactly once in order: {sse['exactly_once_in_order']}; "
+            f"gateway CPU per delivery {_fmt(cpu)} ms"
+        )
     return lines
 
 
@@ -77,6 +85,7 @@ def _idle(data: dict[str, Any]) -> list[str]:
                  _fmt(run.get("gateway_kb_per_connection")),
                  _fmt(run.get("service_kb_per_connection")), run["all_subscribed"])
         )  # fmt: skip
+    lines.append("")
     lines.append(
         f"- SSE/direct gRPC memory: {_fmt(data['sse_vs_direct_grpc_kb'], 'x')}; "
         f"WebSocket/SSE: {_fmt(data['websocket_vs_sse_kb'], 'x')}"
@@ -94,6 +103,7 @@ def _converse(data: dict[str, Any]) -> list[str]:
                  _fmt(run["latency"].get("p99_ms")), run["errors"])
         )  # fmt: skip
     ratio = _fmt(data["websocket_vs_grpc_round_trips_per_s"], "x")
+    lines.append("")
     lines.append(f"- WebSocket/gRPC round trips/s: **{ratio}**")
     return lines
 
@@ -144,7 +154,8 @@ def targets(results: dict[str, Any]) -> list[str]:
         if "target" in data:
             lines.append(f"| {name}: {data['target']} | {_verdict(data.get('target_met'))} |")
         elif "error" in data:
-            lines.append(f"| {name} | **FAILED TO RUN**: {data['error'][:200]} |")
+            first_line = data["error"].splitlines()[0][:200]
+            lines.append(f"| {name} | **FAILED TO RUN**: {first_line} (see the JSON) |")
     return lines
 
 

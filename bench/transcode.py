@@ -255,6 +255,7 @@ def run(*, full: bool) -> dict[str, Any]:
     all_identical = all(row["identical_output"] for row in rows)
     slowest = min(speedups) if speedups else None
     return {
+        "parameters": {"cpu_seconds_per_side_per_case": budget_s, "repeats": REPEATS},
         "rows": rows,
         "all_identical": all_identical,
         "min_speedup": slowest,

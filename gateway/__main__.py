@@ -3,11 +3,14 @@
 Exit status: 0 after a graceful shutdown, 1 when start-up fails (descriptors, routes,
 backends), 2 for invalid arguments or configuration. Errors go to stderr as one line naming
 what is wrong; once serving, one line ``gateway listening on http://HOST:PORT`` goes to stdout.
+Log records (INFO and up, the access log included) go to stderr; the access log never shows the
+value of the token's query parameter (``gate.access_log_class``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,13 +20,19 @@ from aiohttp import web
 from gateway.app import build_app
 from gateway.config import ConfigError, Settings, settings_from_args
 from gateway.descriptors import DescriptorError
+from gateway.gate import access_log_class
 
 SHUTDOWN_GRACE = 10.0
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 async def serve(settings: Settings) -> None:
     """Serve until a SIGTERM/SIGINT arrives, then stop accepting and drain."""
-    runner = web.AppRunner(build_app(settings), shutdown_timeout=SHUTDOWN_GRACE)
+    runner = web.AppRunner(
+        build_app(settings),
+        shutdown_timeout=SHUTDOWN_GRACE,
+        access_log_class=access_log_class(settings.auth),
+    )
     await runner.setup()
     try:
         host, port = settings.listen
@@ -50,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         asyncio.run(serve(settings))
     except (DescriptorError, ValueError, OSError) as exc:  # RouteError, ConfigError included

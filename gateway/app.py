@@ -33,6 +33,7 @@ from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 
 import gateway.bridges.rest  # noqa: F401  (registers the UNARY bridge)
+from gateway.apidocs import add_api_docs_routes
 from gateway.auth import AuthError
 from gateway.bridges import CallContext, dispatch, status_response
 from gateway.bridges.streaming import (
@@ -84,6 +85,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", _healthz, allow_head=False)
     app.router.add_get("/readyz", _readyz, allow_head=False)
     add_web_routes(app)  # the chat page and cookie sign-in; before the catch-all shadows "/"
+    add_api_docs_routes(app)  # /openapi.json, /asyncapi.json, /docs
     app.router.add_route("*", r"/{tail:[\s\S]*}", _serve)  # [\s\S]: %0A decodes to a newline
     return app
 

@@ -8,6 +8,9 @@ decides the token sources: ``Authorization`` everywhere; the ``bearer`` subproto
 and the opt-in query parameter only for WebSocket / SSE), raises ``AuthError`` or stores the
 ``Access`` under ``ACCESS`` on the request for the bridges (the WebSocket subprotocol to echo,
 the seconds left before the token expires). ``refusal(error)`` is the answer to an ``AuthError``.
+``access_log_class(config)`` is the aiohttp access logger to serve the application with: it
+writes aiohttp's usual line with the value of the token's query parameter replaced by
+``REDACTED`` (gateway/credentials.py ``redact_query``).
 
 Invariants: identity keys a client sent (``x-user-id``, ``x-roles``, ``x-permissions``,
 ``x-token-issued-at``, the configured ``strip_headers``; as headers or ``Grpc-Metadata-*``) never
@@ -20,15 +23,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import ClassVar
+from urllib.parse import parse_qsl
 
 import grpc
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_log import AccessLogger
+from yarl import URL
 
 from gateway.access import Access, check_access
 from gateway.auth import Authenticator, AuthError
 from gateway.authconfig import AuthConfig, open_authenticator
 from gateway.bridges import status_response
-from gateway.credentials import TokenSources, Transport, without_token_param
+from gateway.credentials import (
+    REDACTED,
+    TokenSources,
+    Transport,
+    redact_query,
+    without_token_param,
+)
 from gateway.httprule import RouteTable
 from gateway.identity_metadata import MetadataEntry, stripped_keys
 from gateway.routes import Cardinality, Route
@@ -37,11 +51,14 @@ __all__ = [
     "ACCESS",
     "AUTHENTICATOR",
     "AUTH_CONFIG",
+    "RedactingAccessLogger",
+    "access_log_class",
     "admit",
     "admitted_query",
     "auth_context",
     "denied_routes",
     "log_denied",
+    "logged_query",
     "refusal",
     "transport_of",
     "upstream_metadata",
@@ -152,3 +169,55 @@ def refusal(error: AuthError, headers: Sequence[tuple[str, str]] = ()) -> web.Re
     )
     response.headers["WWW-Authenticate"] = error.www_authenticate
     return response
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log (same ``log_format``) with the token query parameter redacted.
+
+    aiohttp constructs the class itself, so the parameter is a class attribute: use the
+    subclass ``access_log_class(config)`` returns. A query that would still show the
+    parameter's value after redaction (an oddly encoded name) is logged as ``REDACTED`` whole.
+    """
+
+    query_param: ClassVar[str | None] = None
+    __slots__ = ("_line",)
+
+    def __init__(self, logger: logging.Logger, log_format: str = AccessLogger.LOG_FORMAT) -> None:
+        super().__init__(logger, log_format)
+        self._line = AccessLogger(logger, log_format)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self._line.log(self._redacted(request), response, time)
+
+    def _redacted(self, request: web.BaseRequest) -> web.BaseRequest:
+        param = self.query_param
+        query = request.rel_url.raw_query_string
+        if param is None or not query:
+            return request
+        logged = logged_query(query, param)
+        if logged == query:
+            return request
+        url = URL.build(path=request.rel_url.raw_path, query_string=logged, encoded=True)
+        return request.clone(rel_url=url)
+
+
+def logged_query(query_string: str, param: str) -> str:
+    """``query_string`` as the access log shows it: the value of ``param`` redacted."""
+    redacted = redact_query(query_string, param)
+    pairs = parse_qsl(redacted, keep_blank_values=True)
+    if any(key == param and value != REDACTED for key, value in pairs):
+        return REDACTED
+    return redacted
+
+
+def access_log_class(config: AuthConfig | None) -> type[AbstractAccessLogger]:
+    """The access logger for a gateway with ``config`` (None: auth off, nothing to redact)."""
+
+    class ConfiguredAccessLogger(RedactingAccessLogger):
+        query_param = None if config is None else config.query_param
+
+    return ConfiguredAccessLogger

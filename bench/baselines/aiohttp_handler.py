@@ -28,8 +28,9 @@ from google.protobuf.message import Message
 
 from switchboard.v1 import chat_pb2, chat_pb2_grpc, rooms_pb2, rooms_pb2_grpc
 
-CHAT = web.AppKey("chat", chat_pb2_grpc.ChatServiceAsyncStub)
-ROOMS = web.AppKey("rooms", rooms_pb2_grpc.RoomServiceAsyncStub)
+# the Async stub types exist only in the .pyi: annotations, never evaluated
+CHAT: web.AppKey[chat_pb2_grpc.ChatServiceAsyncStub] = web.AppKey("chat")
+ROOMS: web.AppKey[rooms_pb2_grpc.RoomServiceAsyncStub] = web.AppKey("rooms")
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,

@@ -4,12 +4,14 @@ Server streaming (any ``Accept`` but ``text/event-stream``): ``application/x-ndj
 ``{"result": <message>}`` line per message; a failure after the first message is a final
 ``{"error": <google.rpc.Status>}`` line, a failure before it the HTTP status and a plain Status
 body. At shutdown the stream ends with an UNAVAILABLE error line; a reader that falls more than
-``write_buffer_limit`` bytes behind gets a RESOURCE_EXHAUSTED error line and the end.
+``write_buffer_limit`` bytes behind gets a RESOURCE_EXHAUSTED error line and the end; when the
+admitting token expires, an UNAUTHENTICATED "token expired" error line and the end.
 
 Client streaming (POST, ``Content-Type: application/x-ndjson`` or ``application/json``): each
 non-blank body line is one request message (at most ``max_body_bytes``), with the fields bound
 from the path and query applied to every one; the answer is the one JSON response. A bad line
-is answered 400 naming its line number; the upstream call is cancelled on every error.
+is answered 400 naming its line number; the upstream call is cancelled on every error. An
+upload still running when the admitting token expires is cancelled and answered 401.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
+from gateway.auth import TokenExpired
 from gateway.bridges import JSON, CallContext, rpc_error_response, status_response
 from gateway.bridges.rest import (
     BodyTooLarge,
@@ -37,7 +40,9 @@ from gateway.bridges.streaming import (
     client_stream_call,
     server_stream_call,
     stream_runtime,
+    token_seconds_left,
 )
+from gateway.gate import refusal
 from gateway.transcode import (
     JsonOptions,
     TranscodeError,
@@ -55,6 +60,7 @@ _CHUNK: Final = 64 * 1024
 _ENDINGS: Final = {
     Ending.SHUTDOWN: (code_pb2.UNAVAILABLE, "the gateway is shutting down"),
     Ending.SLOW_READER: (code_pb2.RESOURCE_EXHAUSTED, "the client reads too slowly"),
+    Ending.TOKEN_EXPIRED: (code_pb2.UNAUTHENTICATED, "token expired"),
 }
 
 
@@ -96,7 +102,7 @@ async def serve_ndjson_stream(ctx: CallContext) -> web.StreamResponse:
     settings, live = stream_runtime(ctx.request)
     fmt = NdjsonFormat(options=ctx.json_options, response_body=ctx.route.response_body)
     call = server_stream_call(ctx, request)
-    with live.track() as life:
+    with live.track(expires_in=token_seconds_left(ctx.request)) as life:
         return await ServerStream(ctx, call, fmt, life, settings).run()
 
 
@@ -151,10 +157,16 @@ async def serve_ndjson_upload(ctx: CallContext) -> web.StreamResponse:
     except TranscodeError as exc:
         return transcode_error_response(exc)
     call = client_stream_call(ctx)
+    expiry = asyncio.timeout(token_seconds_left(ctx.request))
     try:
-        return await _upload(ctx, call, bound)
+        async with expiry:
+            return await _upload(ctx, call, bound)
     except ConnectionError:
         return status_response(grpc.StatusCode.CANCELLED, "the client went away mid-body")
+    except TimeoutError:
+        if not expiry.expired():
+            raise
+        return refusal(TokenExpired())
     finally:
         call.cancel()
 

@@ -8,7 +8,9 @@ then one event per message (``id``/``event`` per the method's SseOptions, data =
 JSON), a comment after every ``heartbeat`` idle seconds, and on an upstream failure a final
 ``event: error`` whose data is google.rpc.Status JSON. A failure before the first message gets
 its own HTTP status instead (EventSource does not reconnect after a non-200 answer). At
-shutdown the stream simply ends, so EventSource reconnects with its last id.
+shutdown the stream simply ends, so EventSource reconnects with its last id. When the admitting
+token expires the stream ends with ``event: error`` UNAUTHENTICATED "token expired" (before the
+first event: a 401); a reconnect with the same token is refused, so the client needs a new one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Final
 import grpc
 from aiohttp import web
 from google.protobuf.message import Message
-from google.rpc import status_pb2
+from google.rpc import code_pb2, status_pb2
 
 from gateway.bridges import CallContext, status_response
 from gateway.bridges.rest import (
@@ -34,6 +36,7 @@ from gateway.bridges.streaming import (
     ServerStream,
     server_stream_call,
     stream_runtime,
+    token_seconds_left,
 )
 from gateway.sse import (
     ResumeCursorError,
@@ -78,6 +81,8 @@ class SseFormat:
         return encode_comment("heartbeat")
 
     def ending(self, why: Ending) -> bytes | None:
+        if why is Ending.TOKEN_EXPIRED:
+            return self.error(status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message=why.value))
         return None  # EventSource reconnects with its last id on its own
 
 
@@ -123,5 +128,5 @@ async def serve_sse(ctx: CallContext) -> web.StreamResponse:
         retry_ms=settings.retry_ms,
     )
     call = server_stream_call(ctx, request)
-    with live.track() as life:
+    with live.track(expires_in=token_seconds_left(ctx.request)) as life:
         return await ServerStream(ctx, call, fmt, life, settings).run()

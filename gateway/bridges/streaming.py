@@ -6,6 +6,11 @@ NDJSON streams end, WebSockets get a final UNAVAILABLE status frame and close 10
 hook waits for them, at most ``shutdown_grace`` seconds. Without ``install`` the bridges use the
 default settings and nothing ends streams at shutdown.
 
+A stream also ends when the token that admitted it expires (``token_seconds_left``, from the
+``Access`` gateway/gate.py stored on the request; ``exp`` without leeway), whatever the backend
+does: SSE with an ``event: error`` UNAUTHENTICATED "token expired", NDJSON with that error line,
+WebSocket with that status frame and close 1008 (reconnect with a fresh token).
+
 The handlers registered here pick the transport for a streaming call:
 
 - server streaming: ``Upgrade: websocket`` → WebSocket; ``Accept: text/event-stream`` → SSE;
@@ -14,7 +19,8 @@ The handlers registered here pick the transport for a streaming call:
 - bidi streaming: WebSocket only (426 otherwise).
 
 Invariants: an upstream call is cancelled on every way out of a bridge; a stream's end is
-decided once (``StreamLife``), by the upstream, the client going away, or shutdown.
+decided once (``StreamLife``), by the upstream, the client going away, a slow reader, the
+token's expiry, or shutdown.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol, cast
 
@@ -30,8 +37,10 @@ from aiohttp import web
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
+from gateway.auth import TokenExpired
 from gateway.bridges import CallContext, register, rpc_error_response, status_response
 from gateway.config import StreamSettings
+from gateway.gate import ACCESS, refusal
 from gateway.metadata import response_headers
 from gateway.routes import Cardinality
 from gateway.transcode import status_from_parts
@@ -52,6 +61,7 @@ __all__ = [
     "is_websocket",
     "server_stream_call",
     "stream_runtime",
+    "token_seconds_left",
 ]
 
 MiB: Final = 1024 * 1024
@@ -65,6 +75,7 @@ class Ending(enum.Enum):
     SHUTDOWN = "the gateway is shutting down"
     CLIENT_GONE = "the client went away"
     SLOW_READER = "the client reads too slowly"
+    TOKEN_EXPIRED = "token expired"  # also the status message the client gets
 
 
 class StreamLife:
@@ -98,16 +109,26 @@ class LiveStreams:
         return len(self._lives)
 
     @contextlib.contextmanager
-    def track(self) -> Iterator[StreamLife]:
-        """Register a stream for its duration; a stream opened during shutdown ends at once."""
+    def track(self, *, expires_in: float | None = None) -> Iterator[StreamLife]:
+        """Register a stream for its duration; a stream opened during shutdown ends at once.
+
+        ``expires_in``: seconds until the admitting token expires (None: never); then the stream
+        ends with ``Ending.TOKEN_EXPIRED`` (at once when it is not positive).
+        """
         life = StreamLife()
         if self.closing:
             life.end(Ending.SHUTDOWN)
+        expiry = None
+        if expires_in is not None:
+            loop = asyncio.get_running_loop()
+            expiry = loop.call_later(max(expires_in, 0.0), life.end, Ending.TOKEN_EXPIRED)
         self._lives.add(life)
         self._empty.clear()
         try:
             yield life
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._lives.discard(life)
             if not self._lives:
                 self._empty.set()
@@ -153,6 +174,12 @@ async def watch_disconnect(request: web.Request, life: StreamLife) -> None:
             life.end(Ending.CLIENT_GONE)
             return
         await asyncio.sleep(_DISCONNECT_POLL)
+
+
+def token_seconds_left(request: web.Request) -> float | None:
+    """Seconds until the token that admitted ``request`` expires (None: no token or no exp)."""
+    access = request.get(ACCESS)
+    return None if access is None else access.seconds_left(time.time())
 
 
 def is_websocket(request: web.Request) -> bool:
@@ -239,6 +266,8 @@ class ServerStream:
             return rpc_error_response(exc, send_trailers=self._ctx.send_trailers)
         if first is Ending.CLIENT_GONE:
             return status_response(grpc.StatusCode.CANCELLED, "the client went away")
+        if first is Ending.TOKEN_EXPIRED:  # before the headers: a plain 401 (no reconnect loop)
+            return refusal(TokenExpired())
         await self._start(echo_metadata=first is None or isinstance(first, Message))
         outcome: Outcome = first
         while await self._handle(outcome):

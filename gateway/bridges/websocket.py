@@ -12,8 +12,9 @@ client's half-close becomes ``done_writing()``, upstream messages become result 
 call's outcome becomes one final status frame, then the close code ``frames.close_code`` maps it
 to. A server-streaming call starts with the client's first message (one only). A message over
 ``websocket_max_message`` bytes (after permessage-deflate) gets a RESOURCE_EXHAUSTED status
-frame and 1009; shutdown gets UNAVAILABLE and 1012; the client closing the socket cancels the
-call. aiohttp pings every ``websocket_heartbeat`` seconds.
+frame and 1009; shutdown gets UNAVAILABLE and 1012; the expiry of the token that admitted the
+socket gets UNAUTHENTICATED "token expired" and 1008 (reconnect with a fresh token); the client
+closing the socket cancels the call. aiohttp pings every ``websocket_heartbeat`` seconds.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from gateway.bridges.streaming import (
     error_status,
     server_stream_call,
     stream_runtime,
+    token_seconds_left,
 )
 from gateway.frames import (
     CloseCause,
@@ -119,9 +121,18 @@ async def serve_websocket(ctx: CallContext) -> web.StreamResponse:
     if not socket.can_prepare(ctx.request).ok:
         return status_response(grpc.StatusCode.INVALID_ARGUMENT, "not a WebSocket handshake")
     await socket.prepare(ctx.request)
-    with live.track() as life:
+    with live.track(expires_in=token_seconds_left(ctx.request)) as life:
         await _SocketCall(ctx, socket, negotiated.frames, bound, settings).run(life)
     return socket
+
+
+def _ending_status(why: Ending) -> tuple[status_pb2.Status, CloseCause]:
+    """The status frame and close cause when the gateway ends the socket itself."""
+    if why is Ending.TOKEN_EXPIRED:  # close 1008: reconnect with a fresh token
+        return status_pb2.Status(
+            code=code_pb2.UNAUTHENTICATED, message=why.value
+        ), CloseCause.STATUS
+    return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=why.value), CloseCause.SHUTDOWN
 
 
 class _CallSocket(web.WebSocketResponse):
@@ -191,8 +202,7 @@ class _SocketCall:
             return
         cause = CloseCause.STATUS
         if isinstance(result, Ending):
-            cause = CloseCause.SHUTDOWN
-            result = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=result.value)
+            result, cause = _ending_status(result)
         await self._send_status(result)
         code = close_code(result.code, cause)
         if cause is CloseCause.SHUTDOWN:
