@@ -59,6 +59,8 @@ OPENAPI_DOCUMENT = web.AppKey("openapi_document", Asset)
 ASYNCAPI_DOCUMENT = web.AppKey("asyncapi_document", Asset)
 SERVED_PATHS = web.AppKey("api_docs_paths", tuple[str, ...])
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 # Swagger UI renders with React, which sets styles through the CSSOM (allowed by style-src
 # 'self'); its icons and the CSS's images are data: URIs. No inline script, no eval.
 _DOCS_POLICY: Final = (
@@ -83,9 +85,6 @@ def add_api_docs_routes(app: web.Application, directory: Path = DOCS_DIR) -> Non
     app.router.add_get(DOCS_PATH + "/", _to_docs)
     for name, asset in assets.items():
         app.router.add_get(f"{DOCS_PATH}/{name}", _file(asset))
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _document(key: web.AppKey[Asset]) -> Handler:
@@ -123,10 +122,15 @@ async def _render_documents(app: web.Application) -> None:
     table, settings = app[ROUTES], app[SETTINGS]
     _refuse_shadowed_routes(table, app[SERVED_PATHS])
     comments = _comments(settings)
-    openapi = render_openapi(table, json_options=settings.json, comments=comments, info=SERVED_INFO)
-    asyncapi = render_asyncapi(
-        table, json_options=settings.json, comments=comments, info=SERVED_INFO
-    )
+    try:
+        openapi = render_openapi(
+            table, json_options=settings.json, comments=comments, info=SERVED_INFO
+        )
+        asyncapi = render_asyncapi(
+            table, json_options=settings.json, comments=comments, info=SERVED_INFO
+        )
+    except ValueError as exc:
+        raise RuntimeError(f"cannot render the API documents of the route table: {exc}") from exc
     app[OPENAPI_DOCUMENT] = _json_asset(openapi)
     app[ASYNCAPI_DOCUMENT] = _json_asset(_with_host_variable(asyncapi, settings.listen))
 
