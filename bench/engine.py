@@ -133,7 +133,7 @@ async def _run(full: bool) -> dict[str, Any]:
         "engines": {
             "memory": {"publish": publish, "resume": resume},
             "redis": "absent: no Redis engine exists yet (services/engine/redis.py)",
-        }
+        },
     }
 
 

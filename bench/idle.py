@@ -6,7 +6,8 @@ and the websockets package do, and without it), and a gRPC Subscribe straight to
 service — a fresh service (and gateway) starts, a handful of connections warm it up and
 close, the resident set (RSS) of the gateway and the service is read, N idle connections
 open from receiver processes and, once every one is subscribed, the RSS is read again.
-Per connection: (after - before) / N, in KB, for each process and for both together.
+Per connection: (after - before) / N, in KB, for each process and for both together. Then
+the CPU each server burns over 2 s while nothing is sent (percent of one core).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.stats import ratio
 RECEIVER_PROCESSES = 2
 WARMUP_CONNECTIONS = 10
 SETTLE_S = 1.0
+IDLE_CPU_WINDOW_S = 2.0
 TARGET_KB_PER_SSE = 50.0
 KINDS = {
     "sse": "gateway_sse",
@@ -35,6 +37,18 @@ KINDS = {
 
 def _rss(servers: list[Server]) -> dict[str, int]:
     return {server.name: server.rss_bytes() for server in servers}
+
+
+def _cpu_percent(servers: list[Server], window_s: float) -> dict[str, float]:
+    """Percent of one core each server uses while its connections sit idle."""
+    before = {server.name: server.cpu_seconds() for server in servers}
+    time.sleep(window_s)
+    return {
+        f"{server.name}_idle_cpu_percent": round(
+            (server.cpu_seconds() - before[server.name]) / window_s * 100, 1
+        )
+        for server in servers
+    }
 
 
 def _crowd(plan: Plan, timeout_s: float) -> tuple[bool, list[str]]:
@@ -60,6 +74,7 @@ def _one(transport: str, count: int, scratch: Path) -> dict[str, Any]:
             all_ready = crowd.wait_ready(60 + count / 50)
             time.sleep(SETTLE_S)
             after = _rss(servers)
+            idle_cpu = _cpu_percent(servers, IDLE_CPU_WINDOW_S)
             tally = merge(crowd.finish(timeout_s=0))
     per_conn = {
         f"{name}_kb_per_connection": round((after[name] - before[name]) / count / 1024, 2)
@@ -76,6 +91,7 @@ def _one(transport: str, count: int, scratch: Path) -> dict[str, Any]:
         "rss_after_mb": {k: round(v / 2**20, 1) for k, v in after.items()},
         **per_conn,
         "total_kb_per_connection": round(total / count / 1024, 2),
+        **idle_cpu,
     }
 
 

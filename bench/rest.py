@@ -174,4 +174,9 @@ def run(*, full: bool, scratch: Path) -> dict[str, Any]:
     worst = [m["ratios"]["gateway_vs_aiohttp_rps"] for m in result["methods"].values()]
     result["target"] = "gateway requests/s >= 1.0x the aiohttp baseline for every method"
     result["target_met"] = all(value is not None and value >= 1.0 for value in worst)
+    if result["target_met"] and any(value < 1.05 for value in worst if value is not None):
+        result["target_note"] = (
+            "within 5 % of the baseline: inside run-to-run noise on a shared 2-core machine; "
+            "read front_cpu_s_per_1k (CPU per request) for the steadier comparison"
+        )
     return result

@@ -78,12 +78,17 @@ def _fanout(data: dict[str, Any]) -> list[str]:
 
 def _idle(data: dict[str, Any]) -> list[str]:
     lines = [f"## Idle connections ({data['connections']:,} each)", ""]
-    lines += _header("kind", "KB/conn total", "gateway", "service", "all subscribed")
+    lines += _header(
+        "kind", "KB/conn total", "gateway KB", "service KB", "gateway idle CPU %",
+        "service idle CPU %", "all subscribed",
+    )  # fmt: skip
     for kind, run in data["runs"].items():
         lines.append(
             _row(kind, _fmt(run["total_kb_per_connection"]),
                  _fmt(run.get("gateway_kb_per_connection")),
-                 _fmt(run.get("service_kb_per_connection")), run["all_subscribed"])
+                 _fmt(run.get("service_kb_per_connection")),
+                 _fmt(run.get("gateway_idle_cpu_percent")),
+                 _fmt(run.get("service_idle_cpu_percent")), run["all_subscribed"])
         )  # fmt: skip
     lines.append("")
     lines.append(
@@ -152,7 +157,10 @@ def targets(results: dict[str, Any]) -> list[str]:
     lines = ["| target | result |", "|---|---|"]
     for name, data in results["scenarios"].items():
         if "target" in data:
-            lines.append(f"| {name}: {data['target']} | {_verdict(data.get('target_met'))} |")
+            verdict = _verdict(data.get("target_met"))
+            if data.get("target_note"):
+                verdict += f" ({data['target_note']})"
+            lines.append(f"| {name}: {data['target']} | {verdict} |")
         elif "error" in data:
             first_line = data["error"].splitlines()[0][:200]
             lines.append(f"| {name} | **FAILED TO RUN**: {first_line} (see the JSON) |")

@@ -10,11 +10,9 @@ authorizes with a bearer token and runs "Try it out" against the same gateway.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -38,13 +36,20 @@ from gateway.routes import Route
 from gateway.transcode import JsonOptions
 from services.auth import mint_dev_token
 from services.testing import running_server
-from tests.gateway.node_tools import NPM_LIMIT, ensure_node_modules, run_in_sdk, tool
+from tests.gateway.node_tools import (
+    BROWSER,
+    CHROMIUM,
+    NPM_LIMIT,
+    ensure_node_modules,
+    require_chromium,
+    run_in_sdk,
+    run_node,
+    tool,
+)
 from tests.gateway.stream_gateway import Gateway, running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIVER = Path(__file__).with_name("browser")
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 BROWSER_LIMIT = 40.0
 SERVED = DocumentInfo(servers=("/",))
 DOCS_FILES = {"/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js", "/docs/init.js"}
@@ -226,48 +231,14 @@ async def test_an_api_route_on_a_docs_path_fails_start_up(gateway: Gateway) -> N
 # --- Swagger UI in Chromium ----------------------------------------------------------------
 
 
-async def _run(*command: str, env: dict[str, str] | None, limit: float) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=DRIVER,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), limit)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
 @pytest.fixture
 def browser() -> None:
     """Fails at once without the Debian package chromium or node."""
-    assert Path(CHROMIUM).exists(), "the Debian package chromium (/usr/bin/chromium) is required"
-    assert shutil.which("node"), "node is required for the browser test"
+    require_chromium()
 
 
 def _size(path: str) -> int:
     return Path(path).stat().st_size
-
-
-def _playwright_installed() -> bool:
-    marker = DRIVER / "node_modules" / ".package-lock.json"
-    return (
-        marker.exists() and marker.stat().st_mtime >= (DRIVER / "package-lock.json").stat().st_mtime
-    )
-
-
-async def _ensure_playwright() -> None:
-    """``npm ci`` in tests/gateway/browser when node_modules is missing or older than the lock."""
-    if _playwright_installed():
-        return
-    code, out, err = await _run(tool("npm"), "ci", "--no-audit", "--no-fund", env=None, limit=40)
-    assert code == 0, f"npm ci failed:\n{out}\n{err}"
 
 
 async def _drive(gateway: Gateway, token: str, home: Path) -> dict[str, Any]:
@@ -279,7 +250,7 @@ async def _drive(gateway: Gateway, token: str, home: Path) -> dict[str, Any]:
         "ARTIFACTS": str(ARTIFACTS),
         "CHROMIUM": CHROMIUM,
     }
-    code, out, err = await _run(tool("node"), "docs.mjs", env=env, limit=BROWSER_LIMIT)
+    code, out, err = await run_node(BROWSER, tool("node"), "docs.mjs", env=env, limit=BROWSER_LIMIT)
     assert code == 0, f"the browser driver failed ({code}):\n{err}"
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert result["ok"], f"{result.get('failure')}\n{json.dumps(result, indent=1)}\n{err}"
@@ -289,7 +260,7 @@ async def _drive(gateway: Gateway, token: str, home: Path) -> dict[str, Any]:
 async def test_swagger_ui_renders_offline_and_tries_an_operation_in_chromium(
     gateway: Gateway, browser: None, tmp_path: Path
 ) -> None:
-    await _ensure_playwright()
+    await ensure_node_modules(BROWSER)
     token = mint_dev_token("alice", ("member",))
     auth = {"Authorization": f"Bearer {token}"}
     async with gateway.session.post(

@@ -9,10 +9,8 @@ test-artifacts/.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,13 +27,18 @@ from gateway.config import Settings
 from gateway.webpage import add_web_routes
 from services.auth import mint_dev_token
 from services.testing import running_server
+from tests.gateway.node_tools import (
+    BROWSER,
+    CHROMIUM,
+    ensure_node_modules,
+    require_chromium,
+    run_node,
+    tool,
+)
 from tests.gateway.stream_gateway import Gateway, running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIVER = Path(__file__).with_name("browser")
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-NPM_LIMIT = 40.0  # both within the 60 s per-test timeout; the scenario itself takes ~6 s
 BROWSER_LIMIT = 45.0
 
 
@@ -198,46 +201,6 @@ async def test_with_auth_off_sign_in_says_so_and_sets_no_cookie() -> None:
 # --- the page in Chromium ------------------------------------------------------------------
 
 
-async def _run(*command: str, env: dict[str, str] | None, limit: float) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=DRIVER,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), limit)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    assert path is not None, f"{name} is required for the browser test"
-    return path
-
-
-def _playwright_installed() -> bool:
-    marker = DRIVER / "node_modules" / ".package-lock.json"
-    lock = DRIVER / "package-lock.json"
-    return marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime
-
-
-async def _ensure_playwright() -> None:
-    """``npm ci`` in tests/gateway/browser when node_modules is missing or older than the lock."""
-    if _playwright_installed():
-        return
-    code, out, err = await _run(
-        _tool("npm"), "ci", "--no-audit", "--no-fund", env=None, limit=NPM_LIMIT
-    )
-    assert code == 0, f"npm ci failed:\n{out}\n{err}"
-
-
 ARCHIVE_SIZE = 60  # more than the page's first history page (50)
 
 
@@ -256,7 +219,7 @@ async def _fill_archive(gateway: Gateway, token: str) -> None:
 
 async def _drive(gateway: Gateway, tokens: dict[str, str], home: Path) -> dict[str, Any]:
     env = {
-        "PATH": str(Path(_tool("node")).parent),
+        "PATH": str(Path(tool("node")).parent),
         "HOME": str(home),
         "SWITCHBOARD_URL": gateway.base,
         "TOKEN_ALICE": tokens["alice"],
@@ -265,7 +228,9 @@ async def _drive(gateway: Gateway, tokens: dict[str, str], home: Path) -> dict[s
         "ARCHIVE_SIZE": str(ARCHIVE_SIZE),
         "CHROMIUM": CHROMIUM,
     }
-    code, out, err = await _run(_tool("node"), "webpage.mjs", env=env, limit=BROWSER_LIMIT)
+    code, out, err = await run_node(
+        BROWSER, tool("node"), "webpage.mjs", env=env, limit=BROWSER_LIMIT
+    )
     assert code == 0, f"the browser driver failed ({code}):\n{err}"
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert result["ok"], f"{result.get('failure')}\nsteps: {result['steps']}\n{err}"
@@ -275,7 +240,7 @@ async def _drive(gateway: Gateway, tokens: dict[str, str], home: Path) -> dict[s
 @pytest.fixture
 def artifacts() -> Path:
     """Where the screenshots go; fails at once without the Debian package chromium."""
-    assert Path(CHROMIUM).exists(), "the Debian package chromium (/usr/bin/chromium) is required"
+    require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
 
@@ -287,7 +252,7 @@ def _file_sizes(paths: list[str]) -> list[int]:
 async def test_two_users_chat_live_in_chromium_and_a_dropped_page_loses_nothing(
     gateway: Gateway, artifacts: Path, tmp_path: Path
 ) -> None:
-    await _ensure_playwright()
+    await ensure_node_modules(BROWSER)
     tokens = {user: mint_dev_token(user, ("member",)) for user in ("alice", "bob", "carol")}
     await _fill_archive(gateway, tokens["carol"])
 

@@ -1,0 +1,247 @@
+"""The Redis engine's local fan-out: one RoomFeed per room per process.
+
+A RoomFeed owns one task doing blocking XREAD on the room's stream from the last
+offset it delivered, and hands each durable event to every local subscriber in
+offset order. Ephemeral events (typing, presence) and control messages (room
+deleted, epoch changed) reach it from the engine's pub/sub listener. Invariants:
+
+- ``offset`` only grows, and every event with a larger offset reaches every
+  subscriber registered now (registration never awaits), so a subscription
+  registered at ``offset`` L gets live exactly the events after L;
+- publishers never wait: a subscriber whose buffer is full is ended with
+  SubscriberOverflow after what it buffered;
+- an entry from another epoch ends the feed (the history it was reading is gone).
+
+Entries and messages are encoded here (see redis_lua for the key layout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.engine.base import Subscription
+from services.engine.types import (
+    Cursor,
+    EngineClosed,
+    EngineError,
+    Event,
+    EventKind,
+    MessageRecord,
+    SubscriberOverflow,
+)
+
+_KINDS = {"p": EventKind.MESSAGE_POSTED, "e": EventKind.MESSAGE_EDITED}
+_EPHEMERAL = {
+    "typing": EventKind.TYPING,
+    "member_joined": EventKind.MEMBER_JOINED,
+    "member_left": EventKind.MEMBER_LEFT,
+}
+_BLOCK_MS = 5_000
+_BATCH = 256
+
+
+def message_json(message: MessageRecord) -> str:
+    """A message's state as stored in Redis (offset and epoch live beside it)."""
+    return json.dumps(
+        {
+            "id": message.message_id,
+            "text": message.text,
+            "sender": message.sender,
+            "attrs": dict(message.attributes),
+            "ct": message.create_time_ns,
+            "ut": message.update_time_ns,
+        },
+        separators=(",", ":"),
+    )
+
+
+def parse_message(room_id: str, text: str, *, offset: int, epoch: str) -> MessageRecord:
+    data = json.loads(text)
+    return MessageRecord(
+        room_id=room_id,
+        message_id=data["id"],
+        text=data["text"],
+        sender=data["sender"],
+        attributes=data["attrs"],
+        create_time_ns=data["ct"],
+        update_time_ns=data["ut"],
+        offset=offset,
+        epoch=epoch,
+    )
+
+
+def parse_entry(room_id: str, entry_id: str, fields: Mapping[str, str]) -> Event:
+    """A stream entry (id ``<offset>-0``) as a durable Event."""
+    offset = int(entry_id.split("-", 1)[0])
+    epoch, time_ns = fields["e"], int(fields["t"])
+    kind = _KINDS.get(fields["k"])
+    if kind is None:
+        return Event(
+            room_id, EventKind.MESSAGE_DELETED, time_ns, offset, epoch, message_id=fields["i"]
+        )
+    message = parse_message(room_id, fields["m"], offset=int(fields["o"]), epoch=epoch)
+    return Event(room_id, kind, time_ns, offset, epoch, message=message)
+
+
+def parse_ephemeral(room_id: str, data: Mapping[str, object]) -> Event | None:
+    kind = _EPHEMERAL.get(str(data.get("k")))
+    if kind is None:
+        return None
+    time_ns = data.get("t")
+    return Event(
+        room_id,
+        kind,
+        time_ns if isinstance(time_ns, int) else 0,
+        user=str(data.get("u", "")),
+        active=data.get("a") is True,
+    )
+
+
+class FeedSubscription(Subscription):
+    """A subscriber's bounded buffer behind a RoomFeed; the publisher never waits."""
+
+    def __init__(
+        self, feed: RoomFeed, limit: int, release: Callable[[], Awaitable[None]]
+    ) -> None:
+        self.recovered = False
+        self.position = Cursor(feed.epoch, feed.offset)
+        self._feed = feed
+        self._release = release
+        self._limit = limit
+        self._replay: deque[Event] = deque()
+        self._queue: deque[Event] = deque()
+        self._skip_through = 0
+        self._end: EngineError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def begin(self, replay: list[Event] | None, cursor: Cursor | None) -> None:
+        """Sets the replay (None: not recovered); live events up to the cursor are dropped."""
+        self.recovered = replay is not None
+        if replay is not None and cursor is not None:
+            self._replay.extend(replay)
+            self._skip_through = max(cursor.offset, self.position.offset)
+            self._queue = deque(e for e in self._queue if e.offset > self._skip_through)
+
+    def deliver(self, event: Event) -> None:
+        if self._end is not None or (event.durable and event.offset <= self._skip_through):
+            return
+        if len(self._queue) >= self._limit:
+            self._feed.discard(self)
+            self.finish(
+                SubscriberOverflow(
+                    f"subscriber fell more than {self._limit} events behind on "
+                    f"rooms/{self._feed.room_id}; resume from the last event id received"
+                )
+            )
+            return
+        self._queue.append(event)
+        self._wake()
+
+    def finish(self, error: EngineError) -> None:
+        if self._end is None:
+            self._end = error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        while True:
+            if self._replay:
+                yield self._replay.popleft()
+            elif self._queue:
+                yield self._queue.popleft()
+            elif self._end is not None:
+                raise self._end
+            else:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._feed.discard(self)
+        await self._release()
+
+
+class RoomFeed:
+    """One room's live stream in this process: a reader task and local subscribers."""
+
+    def __init__(self, redis: Redis, room_id: str, stream_key: str, epoch: str, offset: int):
+        self.room_id = room_id
+        self.epoch = epoch
+        self.offset = offset
+        self.subscribers: set[FeedSubscription] = set()
+        self.ready = asyncio.Event()  # set once the room's pub/sub channel is subscribed
+        self.ended = False
+        self._redis = redis
+        self._stream_key = stream_key
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read(), name=f"switchboard-feed-{self.room_id}")
+
+    def discard(self, subscriber: FeedSubscription) -> None:
+        self.subscribers.discard(subscriber)
+
+    def fan_out(self, event: Event) -> None:
+        for subscriber in list(self.subscribers):
+            subscriber.deliver(event)
+
+    def end(self, error: EngineError) -> None:
+        """Ends every subscriber with ``error``; the feed takes no new ones."""
+        self.ended = True
+        for subscriber in list(self.subscribers):
+            subscriber.finish(error)
+        self.subscribers.clear()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _read(self) -> None:
+        try:
+            await self._follow()
+        except (OSError, RedisError) as error:
+            self.end(EngineClosed(f"lost the connection to Redis ({error}); resume later"))
+
+    async def _follow(self) -> None:
+        while not self.ended:
+            reply = await self._redis.xread(
+                {self._stream_key: f"{self.offset}-0"}, count=_BATCH, block=_BLOCK_MS
+            )
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    event = parse_entry(self.room_id, entry_id, fields)
+                    if event.epoch != self.epoch:
+                        self.end(history_lost(self.room_id))
+                        return
+                    self.offset = event.offset
+                    self.fan_out(event)
+
+
+def history_lost(room_id: str) -> EngineError:
+    return EngineClosed(
+        f"Redis lost the history of rooms/{room_id} (new epoch); resume to reload it"
+    )
