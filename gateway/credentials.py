@@ -171,8 +171,10 @@ def without_token_param(
 
 def redact_query(query_string: str, param: str | None) -> str:
     """``query_string`` with the token parameter's value replaced, for access logs."""
-    if param is None or param not in query_string:
+    if param is None or not query_string:
         return query_string
     pairs = parse_qsl(query_string, keep_blank_values=True)
+    if all(key != param for key, _ in pairs):  # names compared decoded: `access%5Ftoken` too
+        return query_string
     redacted = [(key, REDACTED if key == param else value) for key, value in pairs]
     return urlencode(redacted, quote_via=quote)
