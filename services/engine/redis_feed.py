@@ -107,9 +107,7 @@ def parse_ephemeral(room_id: str, data: Mapping[str, object]) -> Event | None:
 class FeedSubscription(Subscription):
     """A subscriber's bounded buffer behind a RoomFeed; the publisher never waits."""
 
-    def __init__(
-        self, feed: RoomFeed, limit: int, release: Callable[[], Awaitable[None]]
-    ) -> None:
+    def __init__(self, feed: RoomFeed, limit: int, release: Callable[[], Awaitable[None]]) -> None:
         self.recovered = False
         self.position = Cursor(feed.epoch, feed.offset)
         self._feed = feed
@@ -191,6 +189,7 @@ class RoomFeed:
         self.subscribers: set[FeedSubscription] = set()
         self.ready = asyncio.Event()  # set once the room's pub/sub channel is subscribed
         self.ended = False
+        self.listening = False  # the room's pub/sub channel was asked for
         self._redis = redis
         self._stream_key = stream_key
         self._task: asyncio.Task[None] | None = None
