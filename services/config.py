@@ -22,6 +22,8 @@ from gateway.authconfig import AuthConfig, AuthConfigError, add_auth_arguments, 
 from services.engine import EngineConfig
 
 ENV_PREFIX = "SWITCHBOARD_"
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_TEXT_OPTIONS = ("listen", "engine")
 GRPC_OVERHEAD_BYTES = 64 * 1024
 """Room for a request's other fields (attributes, names, ids) on top of the text."""
 
@@ -41,12 +43,19 @@ class ServiceConfig:
     subscriber_buffer: int = 1024
     max_message_bytes: int = 64 * 1024
     grace_period_s: float = 10.0
+    engine: str = "memory"
 
     def __post_init__(self) -> None:
         if not self.listen.strip():
             raise ConfigError("listen address must not be empty (e.g. 127.0.0.1:50051)")
+        if self.engine != "memory" and not self.engine.startswith(_REDIS_SCHEMES):
+            raise ConfigError(
+                f"--engine (SWITCHBOARD_ENGINE) must be 'memory' or a Redis URL such as "
+                f"redis://localhost:6379/0, "
+                f"got {self.engine!r}"
+            )
         for spec in _OPTIONS:
-            if spec.name != "listen" and getattr(self, spec.name) <= 0:
+            if spec.name not in _TEXT_OPTIONS and getattr(self, spec.name) <= 0:
                 value = getattr(self, spec.name)
                 raise ConfigError(f"{spec.flag} must be positive, got {value}")
 
@@ -125,6 +134,8 @@ _HELP = {
     "subscriber_buffer": "events buffered per subscriber before it is cut off (default 1024)",
     "max_message_bytes": "largest message text in UTF-8 bytes (default 65536)",
     "grace_period_s": "seconds in-flight calls get to finish on shutdown (default 10)",
+    "engine": "'memory' (default: one process) or a Redis URL redis://host:port/db "
+    "(many instances sharing Redis)",
 }
 _PARSERS: dict[type, Callable[[str], object]] = {str: str, int: int, float: float}
 _OPTIONS = tuple(

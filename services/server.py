@@ -143,11 +143,27 @@ async def serve(
         await _serve(config, engine, interceptors)
 
 
-async def _serve(config: ServiceConfig, engine: Engine | None, interceptors: Interceptors) -> None:
-    if engine is None:
+async def open_engine(config: ServiceConfig) -> Engine:
+    """The engine ``config.engine`` names; a Redis engine is checked to answer first."""
+    if config.engine == "memory":
         from services.engine.memory import MemoryEngine
 
-        engine = MemoryEngine(config.engine_config())
+        return MemoryEngine(config.engine_config())
+    from services.engine.redis import RedisEngine
+
+    engine = RedisEngine(config.engine, config.engine_config())
+    try:
+        await engine.ping()
+    except RuntimeError:
+        await engine.close()
+        raise
+    log.info("engine: Redis at %s (prefix %r)", engine.address, engine.prefix)
+    return engine
+
+
+async def _serve(config: ServiceConfig, engine: Engine | None, interceptors: Interceptors) -> None:
+    if engine is None:
+        engine = await open_engine(config)
     switchboard = build_server(config, engine, interceptors=interceptors)
     await switchboard.start()
     log.info("switchboard listening on %s", listen_address(config, switchboard.port))

@@ -22,6 +22,7 @@ import contextlib
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeAlias, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -45,6 +46,15 @@ _EPHEMERAL = {
 }
 _BLOCK_MS = 5_000
 _BATCH = 256
+
+Arg: TypeAlias = str | int | float
+"""A script argument. The client decodes replies (``decode_responses``): every string is str."""
+Entries: TypeAlias = list[tuple[str, dict[str, str]]]
+
+
+def entries(reply: object) -> Entries:
+    """An XRANGE/XREVRANGE reply, typed."""
+    return cast(Entries, reply or [])
 
 
 def message_json(message: MessageRecord) -> str:
@@ -230,14 +240,27 @@ class RoomFeed:
             reply = await self._redis.xread(
                 {self._stream_key: f"{self.offset}-0"}, count=_BATCH, block=_BLOCK_MS
             )
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    event = parse_entry(self.room_id, entry_id, fields)
-                    if event.epoch != self.epoch:
-                        self.end(history_lost(self.room_id))
+            for _, batch in cast(list[tuple[str, Entries]], reply or []):
+                for entry_id, fields in batch:
+                    if not self._take(parse_entry(self.room_id, entry_id, fields)):
                         return
-                    self.offset = event.offset
-                    self.fan_out(event)
+
+    def _take(self, event: Event) -> bool:
+        """Fans ``event`` out; False (the feed ended) on another epoch or a gap."""
+        if event.epoch != self.epoch:
+            self.end(history_lost(self.room_id))
+            return False
+        if event.offset != self.offset + 1:
+            self.end(
+                EngineClosed(
+                    f"events of rooms/{self.room_id} after offset {self.offset} were trimmed "
+                    "before this instance read them; resume to reload"
+                )
+            )
+            return False
+        self.offset = event.offset
+        self.fan_out(event)
+        return True
 
 
 def history_lost(room_id: str) -> EngineError:

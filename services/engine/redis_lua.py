@@ -1,11 +1,12 @@
-"""The Redis engine's server-side scripts: every multi-key change is one Lua call.
+"""The Redis engine's key layout (RoomKeys) and its server-side scripts: every
+multi-key change is one Lua call.
 
 A script runs atomically in Redis, so whatever processes call them concurrently,
 each room keeps one total order with gapless offsets (INCR and XADD in one step),
 a repeated ``request_id`` stores nothing new, and the epoch changes exactly once
 when the stream is found missing.
 
-Room keys (``R`` = ``<prefix>room:{<id>}:``): ``R`` info hash, ``Repoch``,
+Room keys (``R`` = ``<prefix>room:{<id>}:``): ``Rinfo`` (a hash), ``Repoch``,
 ``Roffset`` (the last offset handed out), ``Rstream`` (entry id ``<offset>-0``,
 fields ``k`` kind p/e/d, ``e`` epoch, ``t`` time ns, ``i`` message id, ``m`` message
 JSON, ``o`` the message's own offset), ``Rmessages`` (message id → ``"<offset>
@@ -17,6 +18,8 @@ caller as ARGV (the caller's clock; instances are expected to be NTP-synced).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # KEYS[1..8] of every room script: info, epoch, offset, stream, messages, joined,
 # instances, and the pub/sub channel (a channel, not a key; passed for clarity).
@@ -286,3 +289,29 @@ end
 return out
 """
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RoomKeys:
+    """The Redis keys of one room (the hash tag keeps them in one Cluster slot)."""
+
+    prefix: str
+    room_id: str
+
+    def key(self, name: str = "") -> str:
+        return f"{self.prefix}room:{{{self.room_id}}}:{name}"
+
+    @property
+    def room(self) -> list[str]:
+        """KEYS of the room scripts: info, epoch, offset, stream, messages, joined,
+        instances, channel."""
+        names = ("info", "epoch", "offset", "stream", "messages", "joined", "instances")
+        return [*(self.key(n) for n in names), self.channel]
+
+    @property
+    def channel(self) -> str:
+        return self.key("events")
+
+    @property
+    def presence(self) -> list[str]:
+        return [self.key("info"), self.key("joined"), self.key("instances"), self.channel]

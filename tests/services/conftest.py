@@ -20,6 +20,9 @@ from services.config import ServiceConfig
 from services.identity import CURRENT_IDENTITY, Identity
 from services.testing import ServerHandle, running_server
 from switchboard.v1 import rooms_pb2
+from tests.services.redis_server import redis_url  # one redis-server per session, shared
+
+__all__ = ["redis_url"]  # a fixture: conftest makes it visible to every test module
 
 T = TypeVar("T")
 TIMEOUT = 15.0  # a hang guard, not a speed check: the machine may be loaded

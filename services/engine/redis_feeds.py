@@ -1,0 +1,137 @@
+"""This process's room feeds and the pub/sub connection that feeds them.
+
+RoomFeeds keeps at most one live RoomFeed per room and one pub/sub connection for
+the whole process, subscribed to the channel of every room with a feed. It routes
+what arrives: ephemeral events to the room's subscribers, ``deleted`` (the room is
+gone: streams end NOT_FOUND) and ``epoch`` (Redis lost the stream: streams end
+UNAVAILABLE). Invariants: a feed is only used once Redis has confirmed its channel
+(so a subscriber sees its own ``member_joined``), and a channel is unsubscribed
+only when no current feed needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from services.engine.redis_feed import RoomFeed, history_lost, parse_ephemeral
+from services.engine.redis_lua import RoomKeys
+from services.engine.types import EngineClosed, EngineError, NotFound
+
+log = logging.getLogger("services.engine.redis")
+_READY_TIMEOUT_S = 10.0
+
+
+class RoomFeeds:
+    """The feeds of the rooms this process streams, by room id."""
+
+    def __init__(self, redis: Redis, prefix: str, on_deleted: Callable[[str], None]) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._on_deleted = on_deleted
+        self._pubsub: PubSub = redis.pubsub()
+        self._lock = asyncio.Lock()  # orders (un)subscribe calls on the one connection
+        self._feeds: dict[str, RoomFeed] = {}
+        self._rooms_by_channel: dict[str, str] = {}
+        self._channels: set[str] = set()  # the room channels subscribed
+        self._listener: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def feed(self, room_id: str, epoch: str, last_offset: int) -> RoomFeed:
+        """The room's live feed of ``epoch``, started after ``last_offset`` if new."""
+        feed = self._feeds.get(room_id)
+        if feed is not None and not feed.ended and feed.epoch == epoch:
+            return feed
+        if feed is not None:
+            feed.end(history_lost(room_id))
+        keys = RoomKeys(self._prefix, room_id)
+        feed = RoomFeed(self._redis, room_id, keys.key("stream"), epoch, last_offset)
+        feed.start()
+        self._feeds[room_id] = feed
+        self._rooms_by_channel[keys.channel] = room_id
+        return feed
+
+    async def listen(self, feed: RoomFeed) -> None:
+        """Subscribes the feed's channel (once) and waits until Redis confirms it."""
+        async with self._lock:
+            if self._listener is None:
+                await self._pubsub.subscribe(self._prefix + "engine")
+                self._listener = asyncio.create_task(self._listen(), name="switchboard-pubsub")
+            if not feed.listening:
+                feed.listening = True
+                channel = RoomKeys(self._prefix, feed.room_id).channel
+                self._channels.add(channel)
+                await self._pubsub.subscribe(channel)
+        await asyncio.wait_for(feed.ready.wait(), _READY_TIMEOUT_S)
+
+    def end(self, room_id: str, error: EngineError) -> None:
+        feed = self._feeds.pop(room_id, None)
+        if feed is not None:
+            feed.end(error)
+
+    async def drop_if_idle(self, feed: RoomFeed) -> None:
+        """Stops a feed nobody here reads any more, and its channel unless a newer feed uses it."""
+        if feed.subscribers:
+            return
+        if self._feeds.get(feed.room_id) is feed:
+            del self._feeds[feed.room_id]
+            feed.end(EngineClosed(f"rooms/{feed.room_id} has no subscribers here"))
+        await feed.stop()
+        channel = RoomKeys(self._prefix, feed.room_id).channel
+        async with self._lock:
+            if feed.room_id not in self._feeds and channel in self._channels and not self._closed:
+                self._channels.discard(channel)
+                await self._pubsub.unsubscribe(channel)
+
+    async def _listen(self) -> None:
+        """The pub/sub listener; if Redis stays unreachable, local streams end UNAVAILABLE."""
+        try:
+            await self._route_forever()
+        except (OSError, RedisError) as error:
+            log.error("lost the pub/sub connection to Redis: %s", error)
+            for feed in list(self._feeds.values()):
+                feed.end(EngineClosed(f"lost the connection to Redis ({error}); resume later"))
+
+    async def _route_forever(self) -> None:
+        async for message in self._pubsub.listen():
+            room_id = self._rooms_by_channel.get(message["channel"])
+            feed = self._feeds.get(room_id or "")
+            if feed is None or room_id is None:
+                continue
+            if message["type"] == "subscribe":
+                feed.ready.set()
+            elif message["type"] == "message":
+                self._route(feed, room_id, json.loads(message["data"]))
+
+    def _route(self, feed: RoomFeed, room_id: str, data: dict[str, Any]) -> None:
+        kind = data.get("k")
+        if kind == "deleted":
+            self.end(room_id, NotFound(f"room rooms/{room_id} was deleted", field="room"))
+            self._on_deleted(room_id)
+        elif kind == "epoch":
+            feed.end(history_lost(room_id))
+        else:
+            event = parse_ephemeral(room_id, data)
+            if event is not None:
+                feed.fan_out(event)
+
+    async def close(self) -> None:
+        """Ends every local stream with EngineClosed and closes the pub/sub connection."""
+        self._closed = True
+        for feed in list(self._feeds.values()):
+            feed.end(EngineClosed("the server is shutting down; resume from the last event id"))
+            await feed.stop()
+        self._feeds.clear()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
