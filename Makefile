@@ -9,7 +9,7 @@ GRPC_PROTOS = $$($(PY) -c 'import grpc_tools, pathlib; print(pathlib.Path(grpc_t
 GENERATED := clients/python openapi clients/typescript/src
 PROTOS := $(shell find proto/switchboard -name '*.proto' | sort)
 
-.PHONY: run test check generate lint fmt typecheck buf-lint drift clean
+.PHONY: run test check generate lint fmt typecheck buf-lint drift clean bench bench-full bench-peers
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -41,6 +41,23 @@ generate: $(STAMP)
 clients/typescript/node_modules/.installed: clients/typescript/package.json clients/typescript/package-lock.json
 	cd clients/typescript && npm ci --no-audit --no-fund --silent
 	@touch $@
+
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $@
+
+## bench: quick benchmarks, side by side (< 5 min on 2 cores); results in bench/results/
+bench: $(BENCH_STAMP)
+	$(PY) -m bench
+
+## bench-full: 5,000 subscribers / idle connections, longer runs
+bench-full: $(BENCH_STAMP)
+	$(PY) -m bench --full
+
+## bench-peers: Go, Debian's grpc-gateway and wrk via apt, then build the grpc-gateway peer
+bench-peers: $(BENCH_STAMP)
+	bash bench/peers/install.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

@@ -21,6 +21,7 @@ from typing import Any
 from bench.receivers import Plan, Tally, receive
 
 _SPAWN = get_context("spawn")
+STALL_S = 20.0
 
 
 class Crowd:
@@ -86,11 +87,12 @@ class Crowd:
                 self.tallies.append(value)
             return True
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """True when every subscriber is subscribed within the time-out."""
+    def wait_ready(self, timeout_s: float, stall_s: float = STALL_S) -> bool:
+        """True when every subscriber is subscribed within the time-out; gives up early when
+        no new subscriber has come through for stall_s seconds."""
         deadline = time.monotonic() + timeout_s
         while self.ready < self.plan.count and len(self.tallies) < len(self.processes):
-            if not self._take(deadline):
+            if not self._take(min(deadline, time.monotonic() + stall_s)):
                 return False
         return self.ready == self.plan.count
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ SAMPLE_S = 8
 RATE_HZ = 250
 TOP = 15
 PROJECT_CODE = ("gateway/", "services/", "bench/baselines/")
+ENTRY_FRAMES = ("<module> ", "main ")  # process entry points: on every stack, say nothing
+_LINE = re.compile(r":\d+\)$")
 
 
 def _py_spy() -> str | None:
@@ -63,6 +66,11 @@ class Sampler:
         self.thread.join()
 
 
+def _without_line(frame: str) -> str:
+    """``name (file.py:12)`` → ``name (file.py)``: inclusive time per function, not per line."""
+    return _LINE.sub(")", frame)
+
+
 def top_functions(collapsed: Path) -> dict[str, Any]:
     """Per function, the percentage of samples: own (innermost frame) for all code, and
     inclusive (anywhere on the stack) for the project's own functions."""
@@ -77,8 +85,8 @@ def top_functions(collapsed: Path) -> dict[str, Any]:
         frames = stack_text.split(";")
         total += count
         own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
+        for function in {_without_line(frame) for frame in frames}:
+            inclusive[function] += count
 
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return (
@@ -89,7 +97,7 @@ def top_functions(collapsed: Path) -> dict[str, Any]:
         {
             f: n
             for f, n in inclusive.items()
-            if any(p in f for p in PROJECT_CODE) and "__main__.py" not in f
+            if any(p in f for p in PROJECT_CODE) and not f.startswith(ENTRY_FRAMES)
         }
     )
     return {
@@ -137,7 +145,7 @@ def _rest(directory: Path, scratch: Path) -> dict[str, Any]:
                             duration_s=SAMPLE_S,
                         )
 
-                    label = f"rest-{name}-{front.name}"
+                    label = f"rest-{name}"
                     found[label] = _sample_during([front], directory, label, load)[front.name]
         finally:
             baseline.stop()

@@ -3,7 +3,7 @@
 ``receive`` is the entry of one spawned process. It opens ``plan.count`` subscribers of
 ``plan.room`` over one transport — SSE through the gateway, gRPC Subscribe straight to the
 service, or a WebSocket Converse through the gateway — and puts ``("ready", n)`` on the
-queue once every one has its ``subscribed`` event. Published messages carry
+queue as subscribers get their ``subscribed`` event (batched every 0.25 s). Published messages carry
 ``"<seq> <send time ns>"`` as their text. Each subscriber expects the room's offsets from
 its ``subscribed`` position on — position + 1, + 2, … — exactly once and in order, and
 records any violation (a gap, a duplicate, a reordering). Latency is receive time minus
@@ -27,6 +27,8 @@ import orjson
 from bench.procs import raise_fd_limit
 
 MAX_VIOLATIONS_KEPT = 20
+READY_REPORT_S = 0.25
+CONNECTING = 200
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,18 @@ class Subscriber:
         self.count = 0
         self._ready_signal = on_subscribed
         self.done = asyncio.Event()
+        self.gate: asyncio.Semaphore | None = None
 
     def subscribed(self, position: int) -> None:
         self.next_offset = position + 1
         self._ready_signal()
+        self.release_gate()
+
+    def release_gate(self) -> None:
+        """Lets the next subscriber start connecting (once; see ``_one``)."""
+        if self.gate is not None:
+            self.gate.release()
+            self.gate = None
 
     def message(self, offset: int, text: str, expected: int) -> None:
         now = time.time_ns()
@@ -176,7 +186,14 @@ Transport = Callable[[Plan, Subscriber, Any], Awaitable[None]]
 TRANSPORTS: dict[str, Transport] = {"sse": _sse, "ws": _ws, "ws-plain": _ws_plain, "grpc": _grpc}
 
 
-async def _one(plan: Plan, subscriber: Subscriber, shared: Any, tally: Tally) -> None:
+async def _one(
+    plan: Plan, subscriber: Subscriber, shared: Any, tally: Tally, gate: asyncio.Semaphore
+) -> None:
+    """One subscriber. At most CONNECTING subscribers of a process are between "connect" and
+    "subscribed" at once: thousands of clients do not all dial in the same millisecond, and
+    a burst of thousands of new gRPC streams from one Python process stalls its client."""
+    await gate.acquire()
+    subscriber.gate = gate
     try:
         await TRANSPORTS[plan.transport](plan, subscriber, shared)
     except asyncio.CancelledError:
@@ -186,6 +203,7 @@ async def _one(plan: Plan, subscriber: Subscriber, shared: Any, tally: Tally) ->
             f"subscriber {subscriber.ident}: {type(error).__name__}: {error}"[:300]
         )
     finally:
+        subscriber.release_gate()
         subscriber.done.set()
 
 
@@ -216,21 +234,30 @@ async def _receive(plan: Plan, queue: Queue, stop: StopEvent) -> Tally:
 
     def one_ready() -> None:
         tally.ready += 1
-        if tally.ready == plan.count:
-            queue.put(("ready", plan.count))
+
+    async def report_ready() -> None:
+        """Puts ("ready", newly subscribed) on the queue every READY_REPORT_S."""
+        reported = 0
+        while reported < plan.count:
+            await asyncio.sleep(READY_REPORT_S)
+            if tally.ready > reported:
+                queue.put(("ready", tally.ready - reported))
+                reported = tally.ready
 
     shared, closables = await _shared_resources(plan)
     subscribers = [Subscriber(plan.first_id + i, tally, one_ready) for i in range(plan.count)]
     tasks = []
+    gate = asyncio.Semaphore(CONNECTING)
     for index, subscriber in enumerate(subscribers):
         resource = shared[index % len(shared)] if isinstance(shared, list) else shared
-        tasks.append(asyncio.create_task(_one(plan, subscriber, resource, tally)))
+        tasks.append(asyncio.create_task(_one(plan, subscriber, resource, tally, gate)))
+    reporter = asyncio.create_task(report_ready())
     all_done: asyncio.Future[Any] = asyncio.ensure_future(
         asyncio.gather(*(s.done.wait() for s in subscribers))
     )
     stopped: asyncio.Future[Any] = loop.run_in_executor(None, stop.wait)
     await asyncio.wait([all_done, stopped], return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
+    for task in [*tasks, reporter]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     all_done.cancel()

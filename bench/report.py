@@ -108,9 +108,14 @@ def _plot_transcode(data: dict[str, Any], axes: list[Axes]) -> None:
 
 
 def _plot_engine(data: dict[str, Any], axes: list[Axes]) -> None:
-    rows = data["engines"]["memory"]["publish"]
+    engines = {k: v for k, v in data["engines"].items() if isinstance(v, dict)}
+    rows = engines["memory"]["publish"]
     labels = [f"{r['subscribers']} subs" for r in rows]
-    _bars(axes[0], labels, {"memory engine": [r["publishes_per_s"] for r in rows]}, "publishes/s")
+    series = {
+        f"{k} engine": [r.get("publishes_per_s") or 0 for r in v["publish"]]
+        for k, v in engines.items()
+    }
+    _bars(axes[0], labels, series, "publishes/s")
     axes[0].set_title("Engine: publishes/s by live subscribers")
 
 

@@ -124,22 +124,38 @@ def _transcode(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _engine(data: dict[str, Any]) -> list[str]:
-    memory = data["engines"]["memory"]
-    lines = ["## Engine (in process, CPU time)", ""]
-    for row in memory["publish"]:
+def _engine_lines(name: str, engine: dict[str, Any]) -> list[str]:
+    lines = [f"- {name} ({engine['clock']}):"]
+    for row in engine["publish"]:
+        if "error" in row:
+            lines.append(f"  - {row['subscribers']} subscribers: **FAILED**: {row['error']}")
+            continue
         lines.append(
-            f"- memory, {row['subscribers']} subscribers: {_fmt(row['publishes_per_s'])} "
-            f"publishes/s ({_fmt(row['vs_no_subscribers'], 'x')} of no subscribers), "
-            f"lost {row['lost']}"
+            f"  - {row['subscribers']} subscribers: {_fmt(row['publishes_per_s'])} publishes/s "
+            f"({_fmt(row['vs_no_subscribers'], 'x')} of no subscribers), all delivered at "
+            f"{_fmt(row['all_delivered_per_s'])}/s, lost {row['lost']}"
         )
-    for row in memory["resume"]:
+    for row in engine["resume"]:
+        if "error" in row:
+            lines.append(f"  - resume after {row['missed_events']}: **FAILED**: {row['error']}")
+            continue
         lines.append(
-            f"- resume after {row['missed_events']} missed events: p50 "
+            f"  - resume after {row['missed_events']} missed events: p50 "
             f"{_fmt(row['resume']['p50_ms'])} ms "
             f"({_fmt(row['resume_vs_fresh_p50'], 'x')} a fresh subscribe)"
         )
-    lines.append(f"- redis: {data['engines']['redis']}")
+    return lines
+
+
+def _engine(data: dict[str, Any]) -> list[str]:
+    engines = data["engines"]
+    lines = ["## Engine (in process)", "", *_engine_lines("memory", engines["memory"])]
+    if isinstance(engines.get("redis"), dict):
+        lines += _engine_lines("redis", engines["redis"])
+        ratio = _fmt(engines.get("redis_vs_memory_publishes"), "x")
+        lines.append(f"- redis/memory publishes/s (no subscribers): {ratio}")
+    else:
+        lines.append(f"- redis: {engines.get('redis')}")
     return lines
 
 
