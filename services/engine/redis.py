@@ -8,6 +8,12 @@ trimmed by count and by age; ephemeral events go over pub/sub and are never
 stored. Each process reads each room it serves once (redis_feeds, redis_feed) and
 fans out locally with bounded buffers, so publishers never wait for subscribers.
 
+Connections: commands (and the one pub/sub connection) share a bounded pool in which
+a caller waits for a free connection (``_COMMAND_CONNECTIONS``) rather than failing;
+each room reader's blocking XREAD has a connection of its own from a second pool, whose
+socket timeout outlasts a block, so readers never starve commands, a burst of
+subscribes never exhausts either, and a quiet room is never taken for a dead socket.
+
 Presence (redis_presence): every instance counts its own connections per room in a hash under a
 lease it renews (``presence_lease_s``); a user's total is the sum over instances
 whose lease is alive, and joined/left are published when it goes 0→1 / 1→0. An
@@ -27,9 +33,10 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.connection import parse_url
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -43,6 +50,7 @@ from services.engine.redis_feed import (
     message_json,
     parse_entry,
     parse_message,
+    reader_socket_timeout,
 )
 from services.engine.redis_feeds import RoomFeeds
 from services.engine.redis_lua import RoomKeys
@@ -66,6 +74,9 @@ from services.engine.types import (
 )
 
 DEFAULT_PREFIX = "switchboard:"
+_COMMAND_CONNECTIONS = 100  # in use at once; more callers wait (a URL's max_connections wins)
+_CONNECTION_WAIT_S = 20.0  # then ConnectionError "No connection available."
+_READER_CONNECTIONS = 100_000  # one per room this process streams: effectively no cap
 _PAGE = 128
 _SCRIPTS = [
     "STATE",
@@ -101,12 +112,19 @@ class RedisEngine(Engine):
         self.address = _redacted(url)
         """The URL without its password, for logs and errors."""
         self.prefix = prefix
-        self._redis: Redis = Redis.from_url(url, decode_responses=True)
+        commands = BlockingConnectionPool.from_url(
+            url,
+            decode_responses=True,
+            max_connections=_COMMAND_CONNECTIONS,
+            timeout=_CONNECTION_WAIT_S,
+        )
+        self._redis: Redis = Redis.from_pool(commands)
+        self._readers: Redis = Redis.from_pool(_reader_pool(url))
         self._scripts = {
             name: self._redis.register_script(getattr(redis_lua, name)) for name in _SCRIPTS
         }
         self._presence = PresenceLeases(self._redis, prefix, presence_lease_s)
-        self._feeds = RoomFeeds(self._redis, prefix, self._presence.forget)
+        self._feeds = RoomFeeds(self._redis, self._readers, prefix, self._presence.forget)
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -453,7 +471,19 @@ class RedisEngine(Engine):
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        await self._readers.aclose()
         await self._redis.aclose()
+
+
+def _reader_pool(url: str) -> ConnectionPool:
+    """Connections for room readers: the URL's settings, but one connection per room
+    however many the URL allows, and a socket timeout that outlasts a blocking XREAD
+    (redis_feed.reader_socket_timeout) however short the URL's."""
+    options: dict[str, Any] = dict(parse_url(url))
+    options["socket_timeout"] = reader_socket_timeout(options.get("socket_timeout"))
+    options["max_connections"] = _READER_CONNECTIONS
+    options["decode_responses"] = True
+    return ConnectionPool(**options)
 
 
 def _redacted(url: str) -> str:

@@ -1,16 +1,22 @@
 """The Redis engine's local fan-out: one RoomFeed per room per process.
 
-A RoomFeed owns one task doing blocking XREAD on the room's stream from the last
-offset it delivered, and hands each durable event to every local subscriber in
-offset order. Ephemeral events (typing, presence) and control messages (room
-deleted, epoch changed) reach it from the engine's pub/sub listener. Invariants:
+A RoomFeed owns one task doing blocking XREAD (up to ``_BATCH`` entries per read)
+on the room's stream from the last offset it delivered, on a connection of its own
+(the engine's reader pool, never the command pool), and hands each durable event to
+every local subscriber in offset order. Ephemeral events (typing, presence) and
+control messages (room deleted, epoch changed) reach it from the engine's pub/sub
+listener. Invariants:
 
 - ``offset`` only grows, and every event with a larger offset reaches every
   subscriber registered now (registration never awaits), so a subscription
   registered at ``offset`` L gets live exactly the events after L;
 - publishers never wait: a subscriber whose buffer is full is ended with
   SubscriberOverflow after what it buffered;
-- an entry from another epoch ends the feed (the history it was reading is gone).
+- an entry from another epoch ends the feed (the history it was reading is gone);
+- one XREAD blocks ``BLOCK_S`` at most, on a connection whose socket timeout is
+  longer by ``READ_GRACE_S`` or more (``reader_socket_timeout``): a quiet room's read
+  returns empty before the client would call the socket dead, so idleness never ends
+  a stream, while a dead connection is still noticed.
 
 Entries and messages are encoded here (see redis_lua for the key layout).
 """
@@ -44,12 +50,25 @@ _EPHEMERAL = {
     "member_joined": EventKind.MEMBER_JOINED,
     "member_left": EventKind.MEMBER_LEFT,
 }
-_BLOCK_MS = 5_000
+BLOCK_S = 5.0
+"""The longest one XREAD blocks."""
+READ_GRACE_S = 5.0
+"""How much longer than a block the reader's socket waits for Redis's answer; it covers
+the server's timer resolution (1/hz, 100 ms by default) and a loaded machine."""
 _BATCH = 256
+_STOP_RETRY_S = 0.1  # how long stop() gives one cancel before repeating it
 
 Arg: TypeAlias = str | int | float
 """A script argument. The client decodes replies (``decode_responses``): every string is str."""
 Entries: TypeAlias = list[tuple[str, dict[str, str]]]
+
+
+def reader_socket_timeout(socket_timeout: float | None) -> float:
+    """The socket timeout of a reader connection, from the one the URL asks for (None: none).
+
+    Never under ``BLOCK_S + READ_GRACE_S``: an empty blocking read is not a dead socket.
+    """
+    return max(socket_timeout or 0.0, BLOCK_S + READ_GRACE_S)
 
 
 def entries(reply: object) -> Entries:
@@ -224,10 +243,20 @@ class RoomFeed:
             self._task.cancel()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Cancels the reader and waits until it has ended.
+
+        The cancel is repeated until it lands: on Python 3.11 redis-py writes each
+        command under ``asyncio.wait_for``, which drops a cancel that arrives as the
+        write completes, and the reader would then sit in XREAD for a whole block.
+        """
+        task = self._task
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=_STOP_RETRY_S)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _read(self) -> None:
         try:
@@ -238,7 +267,7 @@ class RoomFeed:
     async def _follow(self) -> None:
         while not self.ended:
             reply = await self._redis.xread(
-                {self._stream_key: f"{self.offset}-0"}, count=_BATCH, block=_BLOCK_MS
+                {self._stream_key: f"{self.offset}-0"}, count=_BATCH, block=int(BLOCK_S * 1000)
             )
             for _, batch in cast(list[tuple[str, Entries]], reply or []):
                 for entry_id, fields in batch:

@@ -1,7 +1,9 @@
 """This process's room feeds and the pub/sub connection that feeds them.
 
-RoomFeeds keeps at most one live RoomFeed per room and one pub/sub connection for
-the whole process, subscribed to the channel of every room with a feed. It routes
+RoomFeeds keeps at most one live RoomFeed per room, each reading on its own
+connection from ``readers`` (a pool apart from the command pool, so a blocking XREAD
+never holds a connection commands wait for), and one pub/sub connection for the
+whole process, subscribed to the channel of every room with a feed. It routes
 what arrives: ephemeral events to the room's subscribers, ``deleted`` (the room is
 gone: streams end NOT_FOUND) and ``epoch`` (Redis lost the stream: streams end
 UNAVAILABLE). Invariants: a feed is only used once Redis has confirmed its channel
@@ -33,8 +35,10 @@ _READY_TIMEOUT_S = 10.0
 class RoomFeeds:
     """The feeds of the rooms this process streams, by room id."""
 
-    def __init__(self, redis: Redis, prefix: str, on_deleted: Callable[[str], None]) -> None:
-        self._redis = redis
+    def __init__(
+        self, redis: Redis, readers: Redis, prefix: str, on_deleted: Callable[[str], None]
+    ) -> None:
+        self._readers = readers
         self._prefix = prefix
         self._on_deleted = on_deleted
         self._pubsub: PubSub = redis.pubsub()
@@ -53,7 +57,7 @@ class RoomFeeds:
         if feed is not None:
             feed.end(history_lost(room_id))
         keys = RoomKeys(self._prefix, room_id)
-        feed = RoomFeed(self._redis, room_id, keys.key("stream"), epoch, last_offset)
+        feed = RoomFeed(self._readers, room_id, keys.key("stream"), epoch, last_offset)
         feed.start()
         self._feeds[room_id] = feed
         self._rooms_by_channel[keys.channel] = room_id

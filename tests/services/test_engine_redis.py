@@ -285,3 +285,78 @@ async def test_open_engine_builds_the_configured_engine(redis_url: str) -> None:
     with pytest.raises(RuntimeError, match="cannot reach") as info:
         await open_engine(ServiceConfig(engine="redis://:s3cret@127.0.0.1:1/0"))
     assert "s3cret" not in str(info.value)
+
+
+BURST = 500
+BURST_GUARD_S = 30.0  # a hang guard for a loaded machine, not a speed check
+
+
+async def _drain(subscription: Subscription, count: int) -> list[tuple[int, str]]:
+    """The first ``count`` durable events as (offset, text); closes the subscription."""
+    received: list[tuple[int, str]] = []
+    try:
+        async for event in subscription:
+            if event.durable:
+                received.append((event.offset, texts([event])[0]))
+                if len(received) == count:
+                    break
+    finally:
+        await subscription.close()
+    return received
+
+
+@pytest.mark.parametrize("subscribers", [1, 50])
+async def test_a_burst_reaches_every_subscriber_completely_in_order_once(
+    redis_url: str, subscribers: int
+) -> None:
+    engine = RedisEngine(
+        redis_url, EngineConfig(subscriber_buffer=BURST + 16), prefix=fresh_prefix()
+    )
+    try:
+        await engine.create_room("burst", display_name="B", description="", labels={}, creator="u")
+        async with asyncio.timeout(BURST_GUARD_S):
+            subs = [
+                await engine.subscribe("burst", cursor=None, user=f"u{i}")
+                for i in range(subscribers)
+            ]
+            drains = [asyncio.create_task(_drain(sub, BURST)) for sub in subs]
+            for i in range(BURST):
+                await post(engine, f"m{i}", room="burst")
+            received = await asyncio.gather(*drains)
+    finally:
+        await engine.close()
+    expected = [(offset, f"m{offset - 1}") for offset in range(1, BURST + 1)]
+    assert received == [expected] * subscribers
+
+
+async def test_many_users_subscribing_at_once_all_get_their_stream(redis_url: str) -> None:
+    engine = RedisEngine(redis_url, prefix=fresh_prefix())
+    try:
+        await engine.create_room("crowd", display_name="C", description="", labels={}, creator="u")
+        async with asyncio.timeout(BURST_GUARD_S):
+            subs = await asyncio.gather(
+                *(engine.subscribe("crowd", cursor=None, user=f"u{i}") for i in range(150))
+            )
+            await post(engine, "hello", room="crowd")
+            received = await asyncio.gather(*(_drain(sub, 1) for sub in subs))
+    finally:
+        await engine.close()
+    assert received == [[(1, "hello")]] * 150
+
+
+SOCKET_TIMEOUT_S = 0.1
+IDLE_S = 1.5  # many socket timeouts (and the client's retries) without traffic
+
+
+async def test_an_idle_subscription_outlives_the_socket_timeout(redis_url: str) -> None:
+    url = f"{redis_url}?socket_timeout={SOCKET_TIMEOUT_S}"
+    engine = RedisEngine(url, prefix=fresh_prefix())
+    try:
+        await engine.create_room("quiet", display_name="Q", description="", labels={}, creator="u")
+        sub = await engine.subscribe("quiet", cursor=None, user="idler")
+        await asyncio.sleep(IDLE_S)  # the idleness under test, not a wait for readiness
+        await post(engine, "still there?", room="quiet")
+        async with asyncio.timeout(TIMEOUT):
+            assert await _drain(sub, 1) == [(1, "still there?")]
+    finally:
+        await engine.close()
