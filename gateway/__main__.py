@@ -31,6 +31,7 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(
         build_app(settings),
         shutdown_timeout=SHUTDOWN_GRACE,
+        handler_cancellation=True,  # a client going away cancels its handler (and upstream call)
         access_log_class=access_log_class(settings.auth),
     )
     await runner.setup()

@@ -6,12 +6,20 @@ descriptor set, or server reflection), builds the route table, and closes the ch
 shutdown; any descriptor or route problem fails start-up.
 
 Every request gets an ``X-Request-Id`` (the client's when it sent a sane one), sent upstream and
-echoed on the response, streaming ones included. An unexpected exception answers 500 with a
-Status body naming the request id (and is logged), never a bare text page. CORS headers go
-only to allowed origins. Paths that match no route answer 404, a known path with the wrong
-method answers 405 with ``Allow``; both with google.rpc.Status bodies. A GET with
-``Upgrade: websocket`` is routed to a streaming method bound to that path whatever its rule's
-verb.
+echoed on the response, streaming ones included. A generated id is this process's random
+64-bit prefix (16 hex digits, drawn once at start-up) followed by a per-process counter: unique
+within the process, and across processes with overwhelming probability, but predictable from an
+earlier id of the same process, so it serves correlation, never as a secret. An unexpected
+exception answers 500 with a Status body naming the request id (and is logged), never a bare
+text page. CORS headers go only to allowed origins. Paths that match no route answer 404, a
+known path with the wrong method answers 405 with ``Allow``; both with google.rpc.Status
+bodies. A GET with ``Upgrade: websocket`` is routed to a streaming method bound to that path
+whatever its rule's verb.
+
+Per-request cost: the request id, the CORS preflight and the 500 guard are one middleware
+(``_front_door``, one frame instead of a chain of three); what a request needs from the
+settings (deadline policy, allowed origins, the tables) is gathered once per application
+(``_Serving``, ``_Cors``), so a request does no set-up beyond reading its own headers.
 
 Auth (gateway/gate.py): every matched request, of every cardinality, is authenticated and
 authorised against its route's AuthRule before any bridge runs (401/400/403 with
@@ -23,10 +31,12 @@ public; routes without an AuthRule are denied and logged at start-up.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
@@ -68,16 +78,53 @@ _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _EXPOSED_HEADERS = "X-Request-Id, WWW-Authenticate"  # a browser app reads why it got 401
 _PREFLIGHT_MAX_AGE = "600"
 
+_REQUEST_ID_PREFIX = secrets.token_hex(8)  # 64 random bits per process
+_REQUEST_COUNTER = itertools.count(1)
+
 Matcher = Callable[[str, str], Matched[Route] | MethodNotAllowed | None]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Cors:
+    """The CORS settings as a request checks them."""
+
+    origins: frozenset[str]
+    any_origin: bool
+    allow_credentials: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> _Cors:
+        origins = frozenset(settings.cors_origins)
+        return cls(origins, "*" in origins, settings.cors_allow_credentials)
+
+    def allows(self, origin: str) -> bool:
+        return self.any_origin or origin in self.origins
+
+
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    """What ``_serve`` needs from the application, gathered once when the routes are built."""
+
+    settings: Settings
+    upstream: Upstream
+    routes: RouteTable[Route]
+    websocket_routes: RouteTable[Route]
+    deadlines: DeadlinePolicy
+
+
+_SERVING = web.AppKey("serving", _Serving)
+_CORS = web.AppKey("cors", _Cors)
 
 
 def build_app(settings: Settings) -> web.Application:
     """The gateway application for ``settings`` (start it with AppRunner or ``web.run_app``)."""
     app = web.Application(
-        middlewares=[_request_id_middleware, _internal_error_middleware, _cors_middleware],
+        middlewares=[_front_door],
         client_max_size=settings.max_body_bytes + 1,
     )
     app[SETTINGS] = settings
+    app[_CORS] = _Cors.of(settings)
     install_streaming(app, settings.streams)
     app.cleanup_ctx.append(auth_context(settings.auth))
     app.cleanup_ctx.append(_gateway_ctx)
@@ -105,6 +152,8 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         app[UPSTREAM] = upstream
         app[ROUTES] = table
         app[WEBSOCKET_ROUTES] = websocket_table(table)
+        deadlines = DeadlinePolicy(unary=settings.unary_timeout, streaming=settings.stream_timeout)
+        app[_SERVING] = _Serving(settings, upstream, table, app[WEBSOCKET_ROUTES], deadlines)
         yield
     finally:
         await upstream.close()
@@ -136,51 +185,41 @@ def _backend_of(settings: Settings, origin: dict[str, str], service: ServiceDesc
 
 
 @web.middleware
-async def _request_id_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    sent = request.headers.get("X-Request-Id", "")
-    request[REQUEST_ID] = sent if _SANE_REQUEST_ID.match(sent) else uuid.uuid4().hex
-    return await handler(request)
-
-
-@web.middleware
-async def _internal_error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """A bug answers 500 with a Status body naming the request id, never a bare text page."""
+async def _front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request id, the CORS preflight and the 500 guard, for every route."""
+    request[REQUEST_ID] = _request_id(request.headers.get("X-Request-Id"))
     try:
+        if request.method == "OPTIONS":
+            origin = request.headers.get("Origin")
+            if origin and "Access-Control-Request-Method" in request.headers:
+                return _preflight(request, origin)
         return await handler(request)
     except web.HTTPException:
         raise
     except Exception:
-        request_id = request[REQUEST_ID]
-        _LOG.exception(
-            "unhandled error in %s %s (request %s)", request.method, request.path, request_id
-        )
-        return status_response(
-            grpc.StatusCode.INTERNAL, f"internal gateway error (request id {request_id})"
-        )
+        return _internal_error(request)
 
 
-@web.middleware
-async def _cors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    origin = request.headers.get("Origin")
-    preflight = "Access-Control-Request-Method" in request.headers
-    if request.method == "OPTIONS" and origin and preflight:
-        return _preflight(request, origin)
-    return await handler(request)
+def _request_id(sent: str | None) -> str:
+    """The client's id when it is sane, else a new one (see the module docstring)."""
+    if sent is not None and _SANE_REQUEST_ID.match(sent):
+        return sent
+    return f"{_REQUEST_ID_PREFIX}{next(_REQUEST_COUNTER):08x}"
 
 
-def _origin_allowed(settings: Settings, origin: str) -> bool:
-    return "*" in settings.cors_origins or origin in settings.cors_origins
+def _internal_error(request: web.Request) -> web.Response:
+    """A bug answers 500 with a Status body naming the request id, never a bare text page."""
+    request_id = request[REQUEST_ID]
+    _LOG.exception(
+        "unhandled error in %s %s (request %s)", request.method, request.path, request_id
+    )
+    return status_response(
+        grpc.StatusCode.INTERNAL, f"internal gateway error (request id {request_id})"
+    )
 
 
 def _preflight(request: web.Request, origin: str) -> web.Response:
-    settings = request.app[SETTINGS]
-    if not _origin_allowed(settings, origin):
+    if not request.app[_CORS].allows(origin):
         return status_response(
             grpc.StatusCode.PERMISSION_DENIED, f"CORS origin {origin!r} is not allowed"
         )
@@ -203,11 +242,14 @@ async def _decorate_response(request: web.Request, response: web.StreamResponse)
     if request_id is not None:
         response.headers["X-Request-Id"] = request_id
     origin = request.headers.get("Origin")
-    if origin and _origin_allowed(request.app[SETTINGS], origin):
+    if not origin:
+        return
+    cors = request.app[_CORS]
+    if cors.allows(origin):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers.add("Vary", "Origin")
         response.headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
-        if request.app[SETTINGS].cors_allow_credentials:
+        if cors.allow_credentials:
             response.headers["Access-Control-Allow-Credentials"] = "true"
 
 
@@ -237,10 +279,11 @@ def _is_websocket(request: web.Request) -> bool:
 
 
 def _matcher(request: web.Request) -> Matcher:
-    routes = request.app[ROUTES]
+    serving = request.app[_SERVING]
+    routes = serving.routes
     if not _is_websocket(request):
         return routes.match
-    sockets = request.app[WEBSOCKET_ROUTES]
+    sockets = serving.websocket_routes
 
     def match(method: str, path: str) -> Matched[Route] | MethodNotAllowed | None:
         found = sockets.match(method, path)
@@ -279,30 +322,33 @@ async def _serve(request: web.Request) -> web.StreamResponse:
 
 
 def _call_context(request: web.Request, found: Matched[Route]) -> CallContext:
-    settings = request.app[SETTINGS]
+    serving = request.app[_SERVING]
+    settings = serving.settings
+    headers = request.headers
     request_id = request[REQUEST_ID]
-    timeout_header = request.headers.get("Grpc-Timeout")
+    timeout_header = headers.get("Grpc-Timeout")
     requested = parse_grpc_timeout(timeout_header) if timeout_header is not None else None
-    policy = DeadlinePolicy(unary=settings.unary_timeout, streaming=settings.stream_timeout)
     metadata = upstream_metadata(
         request,
         request_metadata(
-            request.headers.items(),
+            headers.items(),
             allowlist=settings.header_allowlist,
             peer=request.remote,
-            host=request.headers.get("Host"),
+            host=headers.get("Host"),
             request_id=request_id,
         ),
     )
+    # no query string, no parameters: skip parsing one (the common case for REST calls)
+    query = admitted_query(request) if request.rel_url.raw_query_string else ()
     return CallContext(
         request=request,
         route=found.target,
         bindings=found.bindings,
-        query=admitted_query(request),
-        upstream=request.app[UPSTREAM],
+        query=query,
+        upstream=serving.upstream,
         settings=settings,
         metadata=metadata,
-        timeout=policy.timeout_for(found.target.cardinality, requested),
+        timeout=serving.deadlines.timeout_for(found.target.cardinality, requested),
         request_id=request_id,
-        send_trailers=wants_trailers(request.headers),
+        send_trailers=wants_trailers(headers),
     )

@@ -10,7 +10,9 @@ and the opt-in query parameter only for WebSocket / SSE), raises ``AuthError`` o
 the seconds left before the token expires). ``refusal(error)`` is the answer to an ``AuthError``.
 ``access_log_class(config)`` is the aiohttp access logger to serve the application with: it
 writes aiohttp's usual line with the value of the token's query parameter replaced by
-``REDACTED`` (gateway/credentials.py ``redact_query``).
+``REDACTED`` (gateway/credentials.py ``redact_query``). With aiohttp's default format (what
+``python -m gateway`` uses) the line and the record's ``extra`` fields are built directly, the
+start time formatted once per second; any other format goes through aiohttp's AccessLogger.
 
 Invariants: identity keys a client sent (``x-user-id``, ``x-roles``, ``x-permissions``,
 ``x-token-issued-at``, the configured ``strip_headers``; as headers or ``Grpc-Metadata-*``) never
@@ -22,6 +24,7 @@ transcoder; no response or log line contains a token.
 from __future__ import annotations
 
 import logging
+import time as clock
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import ClassVar
 
@@ -175,32 +178,88 @@ class RedactingAccessLogger(AbstractAccessLogger):
     aiohttp constructs the class itself, so the parameter is a class attribute: use the
     subclass ``access_log_class(config)`` returns. A query that would still show the
     parameter's value after redaction (an oddly encoded name) is logged as ``REDACTED`` whole.
+    With the default format the line is written without aiohttp's generic formatter (the same
+    text and ``extra``: it is the per-request path).
     """
 
     query_param: ClassVar[str | None] = None
-    __slots__ = ("_line",)
+    __slots__ = ("_default_format", "_line")
 
     def __init__(self, logger: logging.Logger, log_format: str = AccessLogger.LOG_FORMAT) -> None:
         super().__init__(logger, log_format)
         self._line = AccessLogger(logger, log_format)
+        self._default_format = log_format == AccessLogger.LOG_FORMAT
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self._line.log(self._redacted(request), response, time)
+        shown = self._redacted(request)
+        if self._default_format:
+            self._log_default(shown, response, time)
+        else:
+            self._line.log(shown, response, time)
+
+    def _log_default(
+        self, request: web.BaseRequest, response: web.StreamResponse, time: float
+    ) -> None:
+        """``%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"``, as aiohttp writes it."""
+        try:
+            remote = request.remote
+            address = "-" if remote is None else remote
+            started = _START_STAMP.at(clock.time() - time)
+            version = request.version
+            first_line = f"{request.method} {request.path_qs} HTTP/{version.major}.{version.minor}"
+            referer = request.headers.get("Referer", "-")
+            agent = request.headers.get("User-Agent", "-")
+            status = response.status
+            size = response.body_length
+            extra = {
+                "remote_address": address,
+                "request_start_time": started,
+                "first_request_line": first_line,
+                "response_status": status,
+                "response_size": size,
+                "request_header": {"Referer": referer, "User-Agent": agent},
+            }
+            line = f'{address} {started} "{first_line}" {status} {size} "{referer}" "{agent}"'
+            self.logger.info(line, extra=extra)
+        except Exception:
+            self.logger.exception("Error in logging")
 
     def _redacted(self, request: web.BaseRequest) -> web.BaseRequest:
         param = self.query_param
+        if param is None:
+            return request
         query = request.rel_url.raw_query_string
-        if param is None or not query:
+        if not query:
             return request
         logged = logged_query(query, param)
         if logged == query:
             return request
         url = URL.build(path=request.rel_url.raw_path, query_string=logged, encoded=True)
         return request.clone(rel_url=url)
+
+
+class _SecondStamp:
+    """aiohttp's ``%t`` (``[21/Nov/2026:15:11:05 +0000]``, local time), formatted once a second."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def at(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._text = clock.strftime("[%d/%b/%Y:%H:%M:%S %z]", clock.localtime(second))
+            self._second = second
+        return self._text
+
+
+_START_STAMP = _SecondStamp()
 
 
 def logged_query(query_string: str, param: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def request_metadata(
     request_id: str,
 ) -> Metadata:
     """The metadata to send upstream for a request with ``headers`` (see module docstring)."""
-    allowed = {name.lower() for name in allowlist} | {"authorization"}
+    allowed = _forwarded_names(tuple(allowlist))
     out: list[tuple[str, str | bytes]] = []
     forwarded_for: list[str] = []
     forwarded_host: list[str] = []
@@ -120,6 +121,12 @@ def request_metadata(
         out.append(("x-forwarded-host", ", ".join(forwarded_host)))
     out.append(("x-request-id", request_id))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=32)
+def _forwarded_names(allowlist: tuple[str, ...]) -> frozenset[str]:
+    """Header names (lower case) forwarded as they are; one set per allowlist, built once."""
+    return frozenset({name.lower() for name in allowlist} | {"authorization"})
 
 
 def _entry(header: str, key: str, value: str) -> tuple[str, str | bytes]:
@@ -190,5 +197,7 @@ def _header_value(value: str | bytes) -> str:
 
 def wants_trailers(headers: Mapping[str, str]) -> bool:
     """Whether the request's ``TE`` header asks for trailers."""
-    te = headers.get("TE", "")
+    te = headers.get("TE")
+    if not te:
+        return False
     return any(token.split(";")[0].strip().lower() == "trailers" for token in te.split(","))

@@ -6,6 +6,8 @@ start-up. A single host name uses the ``dns:`` resolver, which also balances ove
 
 Multicallables are built from the method descriptor (serializer: ``SerializeToString``;
 deserializer: the response class from ``message_factory.GetMessageClass``) and cached per method.
+``raw_unary_stream`` is the server-streaming multicallable without a deserializer: its responses
+are the message bytes as received, for bridges that encode identical messages once.
 
 Every call gets a deadline from ``DeadlinePolicy``: the client's ``Grpc-Timeout`` when it sent
 one, otherwise the default for the cardinality (30 s for unary), so a stalled backend never
@@ -32,6 +34,7 @@ from gateway.routes import Cardinality, Route
 __all__ = [
     "DeadlinePolicy",
     "Multicallable",
+    "RawUnaryStream",
     "StreamStream",
     "StreamUnary",
     "UnaryStream",
@@ -43,6 +46,7 @@ __all__ = [
 
 UnaryUnary = grpc.aio.UnaryUnaryMultiCallable[Message, Message]
 UnaryStream = grpc.aio.UnaryStreamMultiCallable[Message, Message]
+RawUnaryStream = grpc.aio.UnaryStreamMultiCallable[Message, bytes]
 StreamUnary = grpc.aio.StreamUnaryMultiCallable[Message, Message]
 StreamStream = grpc.aio.StreamStreamMultiCallable[Message, Message]
 Multicallable = UnaryUnary | UnaryStream | StreamUnary | StreamStream
@@ -106,6 +110,8 @@ class Upstream:
     def __init__(self, channels: Mapping[str, grpc.aio.Channel]) -> None:
         self._channels = dict(channels)
         self._callables: dict[str, Multicallable] = {}
+        self._unary: dict[str, UnaryUnary] = {}  # the REST hot path: one lookup, no checks
+        self._raw_streams: dict[str, RawUnaryStream] = {}
 
     @classmethod
     async def connect(cls, backends: Mapping[str, Sequence[str]]) -> Upstream:
@@ -135,13 +141,27 @@ class Upstream:
         return found
 
     def unary_unary(self, route: Route) -> UnaryUnary:
-        found = self.multicallable(_expect(route, Cardinality.UNARY))
-        assert isinstance(found, grpc.aio.UnaryUnaryMultiCallable)
+        found = self._unary.get(route.rpc_path)
+        if found is None:
+            built = self.multicallable(_expect(route, Cardinality.UNARY))
+            assert isinstance(built, grpc.aio.UnaryUnaryMultiCallable)
+            found = self._unary[route.rpc_path] = built
         return found
 
     def unary_stream(self, route: Route) -> UnaryStream:
         found = self.multicallable(_expect(route, Cardinality.SERVER_STREAMING))
         assert isinstance(found, grpc.aio.UnaryStreamMultiCallable)
+        return found
+
+    def raw_unary_stream(self, route: Route) -> RawUnaryStream:
+        """The route's server-streaming multicallable; responses are undecoded bytes."""
+        found = self._raw_streams.get(route.rpc_path)
+        if found is None:
+            _expect(route, Cardinality.SERVER_STREAMING)
+            found = self.channel(route.backend).unary_stream(
+                route.rpc_path, request_serializer=_serialize, response_deserializer=None
+            )
+            self._raw_streams[route.rpc_path] = found
         return found
 
     def stream_unary(self, route: Route) -> StreamUnary:

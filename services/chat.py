@@ -8,6 +8,9 @@ Invariants:
   call ends (completion, client cancel, error, shutdown);
 - a stream's first event is ``subscribed``; its id is the cursor of the position the
   live stream starts after, so a client that saw nothing else can still resume;
+- Subscribe and Converse yield room events as bytes serialized once per event
+  (``convert.room_event_bytes``); server.py registers ChatService with a response
+  serializer that passes bytes through;
 - ListMessages page tokens carry (epoch, next offset, direction); a token of another
   epoch is refused with FAILED_PRECONDITION, never silently read in the new epoch.
 """
@@ -216,9 +219,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         if room.epoch != epoch:
             raise _epoch_changed(room_id, epoch, room.epoch)
 
-    async def Subscribe(
+    async def Subscribe(  # type: ignore[override]  # yields pre-serialized events (server.py)
         self, request: chat_pb2.SubscribeRequest, context: Context
-    ) -> AsyncIterator[chat_pb2.RoomEvent]:
+    ) -> AsyncIterator[chat_pb2.RoomEvent | bytes]:
         async with errors.status_on_error(context, resource=request.room):
             room_id = errors.parse_room_name(request.room, "room")
             cursor = _parse_cursor(request.cursor, "cursor")
@@ -227,13 +230,13 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             try:
                 yield _subscribed(room_id, subscription, now)
                 async for event in subscription:
-                    yield convert.room_event(event)
+                    yield convert.room_event_bytes(event)
             finally:
                 await subscription.close()
 
-    async def Converse(
+    async def Converse(  # type: ignore[override]  # yields pre-serialized events (server.py)
         self, request_iterator: AsyncIterator[chat_pb2.ConverseRequest], context: Context
-    ) -> AsyncIterator[chat_pb2.ConverseResponse]:
+    ) -> AsyncIterator[chat_pb2.ConverseResponse | bytes]:
         requests = aiter(request_iterator)
         first = await anext(requests, None)
         if first is None:
@@ -336,13 +339,13 @@ class Conversation:
         self._first = first
         self._subscription = subscription
         self._identity = current_identity()
-        self._outbox: asyncio.Queue[chat_pb2.ConverseResponse | BaseException] = asyncio.Queue(
-            self.OUTBOX_SIZE
+        self._outbox: asyncio.Queue[chat_pb2.ConverseResponse | bytes | BaseException] = (
+            asyncio.Queue(self.OUTBOX_SIZE)
         )
 
     async def run(
         self, requests: AsyncIterator[chat_pb2.ConverseRequest]
-    ) -> AsyncIterator[chat_pb2.ConverseResponse]:
+    ) -> AsyncIterator[chat_pb2.ConverseResponse | bytes]:
         """Yields events and acks until the subscription or the reader raises."""
         tasks = (
             asyncio.create_task(self._pump()),
@@ -362,7 +365,7 @@ class Conversation:
     async def _pump(self) -> None:
         try:
             async for event in self._subscription:
-                await self._outbox.put(convert.converse_event(event))
+                await self._outbox.put(convert.converse_event_bytes(event))
         except Exception as error:  # the subscription ends by raising; the handler re-raises it
             await self._outbox.put(error)
 

@@ -3,6 +3,10 @@
 Fan-out invariant: ``room_event`` and ``converse_event`` build one proto per engine
 Event and keep it in ``event.cache``; every subscriber of the room writes that same
 object, so nothing here (or in a servicer) may mutate a proto it got from the cache.
+``room_event_bytes`` and ``converse_event_bytes`` serialize that proto once per Event too
+(also kept in ``event.cache``): the streaming handlers yield these bytes, and server.py
+registers them with a serializer that passes bytes through, so a fan-out to N
+subscribers serializes each event once, not N times.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from switchboard.v1 import chat_pb2, presence_pb2, rooms_pb2
 
 _ROOM_EVENT_KEY = "switchboard.v1.RoomEvent"
 _CONVERSE_KEY = "switchboard.v1.ConverseResponse"
+_ROOM_EVENT_BYTES_KEY = "switchboard.v1.RoomEvent:bytes"
+_CONVERSE_BYTES_KEY = "switchboard.v1.ConverseResponse:bytes"
 
 
 def room_name(room_id: str) -> str:
@@ -107,6 +113,26 @@ def converse_event(event: Event) -> chat_pb2.ConverseResponse:
     proto = chat_pb2.ConverseResponse(event=room_event(event))
     event.cache[_CONVERSE_KEY] = proto
     return proto
+
+
+def room_event_bytes(event: Event) -> bytes:
+    """The serialized ``room_event(event)``, serialized once per event."""
+    cached = event.cache.get(_ROOM_EVENT_BYTES_KEY)
+    if isinstance(cached, bytes):
+        return cached
+    wire = room_event(event).SerializeToString()
+    event.cache[_ROOM_EVENT_BYTES_KEY] = wire
+    return wire
+
+
+def converse_event_bytes(event: Event) -> bytes:
+    """The serialized ``converse_event(event)``, serialized once per event."""
+    cached = event.cache.get(_CONVERSE_BYTES_KEY)
+    if isinstance(cached, bytes):
+        return cached
+    wire = converse_event(event).SerializeToString()
+    event.cache[_CONVERSE_BYTES_KEY] = wire
+    return wire
 
 
 def _build_room_event(event: Event) -> chat_pb2.RoomEvent:

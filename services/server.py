@@ -6,6 +6,10 @@ proto files. Graceful shutdown, in order: health goes NOT_SERVING, the engine
 closes (every live stream ends with UNAVAILABLE so clients resume elsewhere), then
 ``server.stop(grace)`` lets in-flight unary calls finish.
 
+ChatService is registered by ``add_chat_service`` (not the generated function) with the
+``wire_bytes`` response serializer, so its streams can yield events serialized once per event
+(see services/convert.py); every other service uses the generated registration.
+
 Auth: ``guarded(auth)`` opens the shared Authenticator (gateway/authconfig.py) and yields the
 ``AuthInterceptor`` for it; every call is then verified against the method's AuthRule, the
 methods with no rule are logged as denied at start-up. ``auth=None`` (``--no-auth``) logs a
@@ -18,11 +22,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -37,7 +44,6 @@ from services.presence import PresenceServicer
 from services.rooms import RoomServicer
 from switchboard.v1 import (
     chat_pb2,
-    chat_pb2_grpc,
     presence_pb2,
     presence_pb2_grpc,
     rooms_pb2,
@@ -81,6 +87,41 @@ class SwitchboardServer:
         await self.server.stop(grace)
 
 
+def wire_bytes(response: Message | bytes) -> bytes:
+    """The response serializer of ChatService: bytes pass through, messages are serialized."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def add_chat_service(chat: ChatServicer, server: grpc.aio.Server) -> None:
+    """Register ChatService as the generated code does, but with ``wire_bytes`` as every
+    method's response serializer, so streams may yield events serialized once per event."""
+    service = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
+    handlers = {
+        method.name: _handler_factory(method)(
+            getattr(chat, method.name),
+            request_deserializer=GetMessageClass(method.input_type).FromString,
+            response_serializer=wire_bytes,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    # grpc-stubs lacks this grpcio >= 1.62 method, which the generated code calls too.
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
+
+
+def _handler_factory(method: MethodDescriptor) -> Callable[..., grpc.RpcMethodHandler[Any, Any]]:
+    """grpc's handler constructor for the method's cardinality."""
+    if method.client_streaming:
+        if method.server_streaming:
+            return grpc.stream_stream_rpc_method_handler
+        return grpc.stream_unary_rpc_method_handler
+    if method.server_streaming:
+        return grpc.unary_stream_rpc_method_handler
+    return grpc.unary_unary_rpc_method_handler
+
+
 def build_server(
     config: ServiceConfig,
     engine: Engine,
@@ -97,7 +138,7 @@ def build_server(
     )
     rooms_pb2_grpc.add_RoomServiceServicer_to_server(RoomServicer(engine), server)
     chat = ChatServicer(engine, max_message_bytes=config.max_message_bytes)
-    chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
+    add_chat_service(chat, server)
     presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(engine), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -9,7 +9,10 @@ Two routes, the ones the REST benchmark drives, each parsing JSON with
 Responses print with ``always_print_fields_with_no_presence=True`` so the body is the
 same JSON the gateway sends by default (its JsonOptions emit unpopulated fields); the
 comparison is then the same work. gRPC errors become ``{"code", "message"}`` with a
-coarse HTTP status. Run: ``python -m bench.baselines.aiohttp_handler --backend
+coarse HTTP status. Like the gateway (``python -m gateway``), it logs at INFO to stderr with
+the same format, so aiohttp writes the same access-log line per request: without a logging
+configuration aiohttp's access logger is disabled and the baseline would skip work the gateway
+does. Run: ``python -m bench.baselines.aiohttp_handler --backend
 HOST:PORT --listen HOST:PORT``; prints ``listening on http://HOST:PORT`` once bound.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 from collections.abc import AsyncIterator
 
@@ -31,6 +35,7 @@ from switchboard.v1 import chat_pb2, chat_pb2_grpc, rooms_pb2, rooms_pb2_grpc
 # the Async stub types exist only in the .pyi: annotations, never evaluated
 CHAT: web.AppKey[chat_pb2_grpc.ChatServiceAsyncStub] = web.AppKey("chat")
 ROOMS: web.AppKey[rooms_pb2_grpc.RoomServiceAsyncStub] = web.AppKey("rooms")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # gateway/__main__.py's
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,
@@ -115,6 +120,7 @@ def main() -> None:
     parser.add_argument("--backend", required=True, help="gRPC service HOST:PORT")
     parser.add_argument("--listen", default="127.0.0.1:0", help="HTTP HOST:PORT (port 0: free)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     asyncio.run(serve(args.backend, args.listen))
 
 

@@ -38,7 +38,8 @@ from gateway.bridges.streaming import (
     Ending,
     ServerStream,
     client_stream_call,
-    server_stream_call,
+    raw_server_stream_call,
+    stream_frames,
     stream_runtime,
     token_seconds_left,
 )
@@ -101,9 +102,10 @@ async def serve_ndjson_stream(ctx: CallContext) -> web.StreamResponse:
         return transcode_error_response(exc)
     settings, live = stream_runtime(ctx.request)
     fmt = NdjsonFormat(options=ctx.json_options, response_body=ctx.route.response_body)
-    call = server_stream_call(ctx, request)
+    frames = stream_frames(ctx, "ndjson")
+    call = raw_server_stream_call(ctx, request)
     with live.track(expires_in=token_seconds_left(ctx.request)) as life:
-        return await ServerStream(ctx, call, fmt, life, settings).run()
+        return await ServerStream(ctx, call, fmt, life, settings, frames).run()
 
 
 def bound_fields(ctx: CallContext) -> Message:

@@ -34,7 +34,8 @@ from gateway.bridges.rest import (
 from gateway.bridges.streaming import (
     Ending,
     ServerStream,
-    server_stream_call,
+    raw_server_stream_call,
+    stream_frames,
     stream_runtime,
     token_seconds_left,
 )
@@ -127,6 +128,7 @@ async def serve_sse(ctx: CallContext) -> web.StreamResponse:
         response_body=ctx.route.response_body,
         retry_ms=settings.retry_ms,
     )
-    call = server_stream_call(ctx, request)
+    frames = stream_frames(ctx, "sse")
+    call = raw_server_stream_call(ctx, request)
     with live.track(expires_in=token_seconds_left(ctx.request)) as life:
-        return await ServerStream(ctx, call, fmt, life, settings).run()
+        return await ServerStream(ctx, call, fmt, life, settings, frames).run()

@@ -21,6 +21,15 @@ The handlers registered here pick the transport for a streaming call:
 Invariants: an upstream call is cancelled on every way out of a bridge; a stream's end is
 decided once (``StreamLife``), by the upstream, the client going away, a slow reader, the
 token's expiry, or shutdown.
+
+A client going away is noticed through aiohttp's handler cancellation (run the app with
+``handler_cancellation=True``, as ``python -m gateway`` does): its handler is cancelled, which
+cancels the upstream call. Without it, an SSE or NDJSON stream notices at its next write (a
+message or a heartbeat). Nothing polls connections.
+
+SSE and NDJSON server streams read the upstream's messages as raw bytes and share one
+``FrameCache`` per route and format in the app (``stream_frames``), so a message fanned out to
+many streams is parsed and encoded once.
 """
 
 from __future__ import annotations
@@ -29,8 +38,8 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final, Protocol, cast
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import grpc
 from aiohttp import web
@@ -39,11 +48,13 @@ from google.rpc import status_pb2
 
 from gateway.auth import TokenExpired
 from gateway.bridges import CallContext, register, rpc_error_response, status_response
+from gateway.bridges.framecache import FRAME_CACHES, FrameCache, FrameCaches, frame_cache
 from gateway.config import StreamSettings
 from gateway.gate import ACCESS, refusal
 from gateway.metadata import response_headers
 from gateway.routes import Cardinality
 from gateway.transcode import status_from_parts
+from gateway.upstream import message_class
 
 __all__ = [
     "LIVE_STREAMS",
@@ -59,13 +70,15 @@ __all__ = [
     "error_status",
     "install",
     "is_websocket",
+    "raw_server_stream_call",
     "server_stream_call",
+    "stream_frames",
     "stream_runtime",
     "token_seconds_left",
 ]
 
 MiB: Final = 1024 * 1024
-_DISCONNECT_POLL: Final = 0.2  # seconds; a vanished client is noticed well within one second
+_TIMER_SLACK: Final = 0.001  # seconds; a heartbeat timer firing this early counts as on time
 _TRANSPORT_HIGH_WATER: Final = 1 << 30
 
 
@@ -79,19 +92,39 @@ class Ending(enum.Enum):
 
 
 class StreamLife:
-    """One live stream's end signal; the first reason given wins."""
+    """One live stream's end signal; the first reason given wins.
+
+    ``on_end`` callbacks run synchronously inside ``end`` (once); ``wait`` is for tasks.
+    """
+
+    __slots__ = ("_ended", "_listeners", "ending")
 
     def __init__(self) -> None:
-        self._ended = asyncio.Event()
+        self._ended: asyncio.Event | None = None  # made on the first wait: most streams never do
+        self._listeners: list[Callable[[Ending], None]] = []
         self.ending: Ending | None = None
 
     def end(self, why: Ending) -> None:
         if self.ending is None:
             self.ending = why
-            self._ended.set()
+            if self._ended is not None:
+                self._ended.set()
+            listeners, self._listeners = self._listeners, []
+            for listener in listeners:
+                listener(why)
+
+    def on_end(self, listener: Callable[[Ending], None]) -> None:
+        """Call ``listener(why)`` when the stream ends (at once when it has ended already)."""
+        if self.ending is not None:
+            listener(self.ending)
+        else:
+            self._listeners.append(listener)
 
     async def wait(self) -> Ending:
-        await self._ended.wait()
+        if self.ending is None:
+            if self._ended is None:
+                self._ended = asyncio.Event()
+            await self._ended.wait()
         assert self.ending is not None
         return self.ending
 
@@ -152,6 +185,7 @@ def install(app: web.Application, settings: StreamSettings = _DEFAULT_SETTINGS) 
     """Give ``app`` stream settings, a live-stream registry and the shutdown hook."""
     app[STREAM_SETTINGS] = settings
     app[LIVE_STREAMS] = LiveStreams()
+    app[FRAME_CACHES] = FrameCaches()
     app.on_shutdown.append(_end_streams)
 
 
@@ -166,14 +200,12 @@ def stream_runtime(request: web.Request) -> tuple[StreamSettings, LiveStreams]:
     return settings, live if live is not None else LiveStreams()
 
 
-async def watch_disconnect(request: web.Request, life: StreamLife) -> None:
-    """End ``life`` when the client's connection closes (polled; aiohttp has no callback)."""
-    while life.ending is None:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            life.end(Ending.CLIENT_GONE)
-            return
-        await asyncio.sleep(_DISCONNECT_POLL)
+def stream_frames(ctx: CallContext, kind: str) -> FrameCache:
+    """The app's frame cache for ``kind`` frames of the route's responses, shared by its streams."""
+    route = ctx.route
+    return frame_cache(
+        ctx.request.app, (kind, route.rpc_path, route.response_body, ctx.json_options)
+    )
 
 
 def token_seconds_left(request: web.Request) -> float | None:
@@ -220,7 +252,8 @@ class _Idle:
 
 
 IDLE: Final = _Idle()
-Outcome = Message | _Idle | Ending | None  # None: the upstream finished (EOF)
+Outcome = bytes | _Idle | Ending | None  # bytes: one raw response message; None: EOF
+_T = TypeVar("_T")
 
 
 class ServerStream:
@@ -228,56 +261,103 @@ class ServerStream:
 
     The first message (or the call's failure) is awaited up to one heartbeat before the headers
     go out, so an early failure gets its own HTTP status. After that, messages are written as
-    they come; a failure becomes ``fmt.error``; the client going away, a slow reader, or shutdown
-    end the response. The upstream call is cancelled on every way out.
+    they come; a failure becomes ``fmt.error``; the client going away, a slow reader, the token's
+    expiry or shutdown end the response. The upstream call is cancelled on every way out.
+
+    Messages arrive as raw bytes; ``frames`` turns them into wire bytes (parsing and encoding
+    only bytes it has not seen). One coroutine reads the call in a loop: no task or timer per
+    message. When the stream's life ends while it waits for a message, the wait is cancelled
+    (which cancels the call). Heartbeats come from one timer per stream that fires only when
+    the stream has been silent for a whole interval.
     """
 
     def __init__(
         self,
         ctx: CallContext,
-        call: grpc.aio.UnaryStreamCall[Message, Message],
+        call: grpc.aio.UnaryStreamCall[Message, bytes],
         fmt: StreamFormat,
         life: StreamLife,
         settings: StreamSettings,
+        frames: FrameCache,
     ) -> None:
         self._ctx, self._call, self._fmt = ctx, call, fmt
-        self._life, self._settings = life, settings
-        self._read: asyncio.Future[object] | None = None
-        self._ended = asyncio.ensure_future(life.wait())
+        self._life, self._settings, self._frames = life, settings, frames
+        self._decode = message_class(ctx.route.method.output_type).FromString
+        self._task: asyncio.Task[Any] | None = None
+        self._waiting = False  # parked on the upstream: an ending may interrupt
+        self._interrupted = False
+        self._pending: asyncio.Future[object] | None = None  # the first read, past one heartbeat
+        self._beat: asyncio.TimerHandle | None = None
+        self._beating: asyncio.Future[bool] | None = None
+        self._last_write = 0.0
         self._response = web.StreamResponse(
             headers={"Content-Type": fmt.content_type, **fmt.headers}
         )
 
     async def run(self) -> web.StreamResponse:
-        watcher = asyncio.create_task(watch_disconnect(self._ctx.request, self._life))
+        self._task = asyncio.current_task()
+        self._life.on_end(self._interrupt)
         try:
             return await self._run()
         finally:
-            watcher.cancel()
-            self._ended.cancel()
-            if self._read is not None:
-                self._read.cancel()
+            self._stop_heartbeat()
+            if self._pending is not None:
+                self._pending.cancel()
             self._call.cancel()
+
+    def _interrupt(self, why: Ending) -> None:
+        if self._waiting and self._task is not None and not self._interrupted:
+            self._interrupted = True
+            self._task.cancel()
+
+    async def _interruptible(self, wait: Callable[[], Awaitable[_T]]) -> _T | Ending:
+        """``await wait()``, or the ending when the stream's life ends meanwhile."""
+        if self._life.ending is not None:
+            return self._life.ending
+        self._waiting = True
+        try:
+            return await wait()
+        except asyncio.CancelledError:
+            task = self._task
+            if not self._interrupted or task is None or task.uncancel() > 0:
+                raise
+            return _ending_of(self._life)  # interrupted: the life ended meanwhile
+        finally:
+            self._waiting = self._interrupted = False
 
     async def _run(self) -> web.StreamResponse:
         try:
-            first = await self._next()
+            first = await self._interruptible(self._first)
         except grpc.aio.AioRpcError as exc:
             return rpc_error_response(exc, send_trailers=self._ctx.send_trailers)
         if first is Ending.CLIENT_GONE:
             return status_response(grpc.StatusCode.CANCELLED, "the client went away")
         if first is Ending.TOKEN_EXPIRED:  # before the headers: a plain 401 (no reconnect loop)
             return refusal(TokenExpired())
-        await self._start(echo_metadata=first is None or isinstance(first, Message))
+        await self._start(echo_metadata=first is None or isinstance(first, bytes))
         outcome: Outcome = first
         while await self._handle(outcome):
             try:
-                outcome = await self._next()
+                outcome = await self._interruptible(self._next)
             except grpc.aio.AioRpcError as exc:
                 await self._write(self._fmt.error(error_status(exc)))
                 break
+        self._stop_heartbeat()
         await self._finish()
         return self._response
+
+    async def _first(self) -> Outcome:
+        """The first message, EOF, or IDLE after one heartbeat (the read then stays pending)."""
+        read = self._pending = asyncio.ensure_future(self._call.read())
+        done, _ = await asyncio.wait({read}, timeout=self._settings.heartbeat)
+        if not done:
+            return IDLE  # read again later from self._pending
+        self._pending = None
+        return _raw(read.result())
+
+    async def _next(self) -> bytes | None:
+        pending, self._pending = self._pending, None
+        return _raw(await (pending if pending is not None else self._call.read()))
 
     async def _finish(self) -> None:
         why = self._life.ending
@@ -304,34 +384,41 @@ class ServerStream:
             # writes; the connection is not reused afterwards (force_close above).
             transport.set_write_buffer_limits(high=_TRANSPORT_HIGH_WATER)
         await self._write(self._fmt.opening())
+        if self._fmt.heartbeat() is not None:
+            loop = asyncio.get_running_loop()
+            self._beat = loop.call_later(self._settings.heartbeat, self._heartbeat_due)
+
+    def _heartbeat_due(self) -> None:
+        """The heartbeat timer: write a heartbeat if nothing went out for an interval."""
+        loop = asyncio.get_running_loop()
+        interval = self._settings.heartbeat
+        due = self._last_write + interval
+        if loop.time() >= due - _TIMER_SLACK and (self._beating is None or self._beating.done()):
+            beat = self._fmt.heartbeat()
+            assert beat is not None
+            self._beating = asyncio.ensure_future(self._write(beat))
+            due = loop.time() + interval
+        self._beat = loop.call_at(due, self._heartbeat_due)
+
+    def _stop_heartbeat(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
+        if self._beating is not None:
+            self._beating.cancel()
+            self._beating = None
 
     async def _handle(self, outcome: Outcome) -> bool:
         """Write what ``outcome`` calls for; False when the stream is over."""
+        if isinstance(outcome, bytes):
+            return await self._write(self._frames.frame(outcome, self._render))
         if isinstance(outcome, _Idle):
             beat = self._fmt.heartbeat()
             return beat is None or await self._write(beat)
-        if isinstance(outcome, Ending):
-            return False
-        if outcome is None:
-            return False
-        return await self._write(self._fmt.message(outcome))
+        return False  # an Ending, or EOF
 
-    async def _next(self) -> Outcome:
-        if self._read is None:
-            self._read = asyncio.ensure_future(self._call.read())
-        waiting: set[asyncio.Future[Any]] = {self._read, self._ended}
-        done, _ = await asyncio.wait(
-            waiting,
-            timeout=self._settings.heartbeat,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if self._ended in done:
-            return self._ended.result()
-        if self._read not in done:
-            return IDLE
-        read, self._read = self._read, None
-        result = read.result()
-        return result if isinstance(result, Message) else None  # anything else is grpc.aio.EOF
+    def _render(self, raw: bytes) -> bytes:
+        return self._fmt.message(self._decode(raw))
 
     async def _write(self, data: bytes) -> bool:
         """Write ``data`` unless the client is gone or too far behind; False then."""
@@ -342,12 +429,30 @@ class ServerStream:
         if transport.get_write_buffer_size() > self._settings.write_buffer_limit:
             self._life.end(Ending.SLOW_READER)
             return False
+        self._last_write = asyncio.get_running_loop().time()
         try:
             await self._response.write(data)
         except ConnectionError:
             self._life.end(Ending.CLIENT_GONE)
             return False
         return True
+
+
+def _ending_of(life: StreamLife) -> Ending:
+    assert life.ending is not None
+    return life.ending
+
+
+def _raw(result: object) -> bytes | None:
+    return result if isinstance(result, bytes) else None  # anything else is grpc.aio.EOF
+
+
+def raw_server_stream_call(
+    ctx: CallContext, request: Message
+) -> grpc.aio.UnaryStreamCall[Message, bytes]:
+    """Start the route's server-streaming call; responses arrive as undecoded bytes."""
+    callable_ = ctx.upstream.raw_unary_stream(ctx.route)
+    return callable_(request, metadata=ctx.metadata, timeout=ctx.timeout)
 
 
 def server_stream_call(

@@ -100,8 +100,8 @@ class _MemorySubscription(Subscription):
         self._engine = engine
         self._stream = stream
         self._user = user
-        self._replay = deque(replay)
-        self._queue: deque[Event] = deque()
+        self._replay = replay[::-1]  # a reversed copy, popped from the end
+        self._queue: deque[Event] | None = None  # made on the first delivery (idle: none)
         self._limit = engine.config.subscriber_buffer
         self._end: EngineError | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -110,7 +110,10 @@ class _MemorySubscription(Subscription):
     def deliver(self, event: Event) -> None:
         if self._end is not None:
             return
-        if len(self._queue) >= self._limit:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= self._limit:
             self._stream.subscribers.discard(self)
             self.finish(
                 SubscriberOverflow(
@@ -119,7 +122,7 @@ class _MemorySubscription(Subscription):
                 )
             )
             return
-        self._queue.append(event)
+        queue.append(event)
         self._wake()
 
     def finish(self, error: EngineError) -> None:
@@ -138,7 +141,7 @@ class _MemorySubscription(Subscription):
     async def _events(self) -> AsyncIterator[Event]:
         while True:
             if self._replay:
-                yield self._replay.popleft()
+                yield self._replay.pop()
             elif self._queue:
                 yield self._queue.popleft()
             elif self._end is not None:

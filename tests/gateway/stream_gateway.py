@@ -49,7 +49,7 @@ async def running_gateway(
     settings: Settings, streams: StreamSettings | None = None
 ) -> AsyncIterator[Gateway]:
     app = build_app(replace(settings, streams=streams or StreamSettings()))
-    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    runner = web.AppRunner(app, shutdown_timeout=5.0, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
