@@ -13,21 +13,20 @@ Each room stream gets a fresh random epoch when it is created, so a new engine
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from services.engine.base import Engine, Subscription
+from services.engine.buffer import BufferedSubscription
 from services.engine.types import (
     AlreadyExists,
     Cursor,
     CursorAhead,
     EngineClosed,
     EngineConfig,
-    EngineError,
     EtagMismatch,
     Event,
     EventKind,
@@ -39,7 +38,6 @@ from services.engine.types import (
     PostResult,
     RoomChanges,
     RoomRecord,
-    SubscriberOverflow,
 )
 
 
@@ -82,8 +80,8 @@ class _RoomStream:
             subscriber.deliver(event)
 
 
-class _MemorySubscription(Subscription):
-    """A subscriber's bounded buffer; the publisher never waits on it."""
+class _MemorySubscription(BufferedSubscription):
+    """A subscriber of one in-memory room; closing releases its presence."""
 
     def __init__(
         self,
@@ -95,69 +93,21 @@ class _MemorySubscription(Subscription):
         recovered: bool,
         position: Cursor,
     ) -> None:
-        self.recovered = recovered
-        self.position = position
+        super().__init__(
+            stream.room.room_id,
+            engine.config.subscriber_buffer,
+            recovered=recovered,
+            position=position,
+        )
+        self.set_replay(replay)
         self._engine = engine
         self._stream = stream
         self._user = user
-        self._replay = replay[::-1]  # a reversed copy, popped from the end
-        self._queue: deque[Event] | None = None  # made on the first delivery (idle: none)
-        self._limit = engine.config.subscriber_buffer
-        self._end: EngineError | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
 
-    def deliver(self, event: Event) -> None:
-        if self._end is not None:
-            return
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = deque()
-        if len(queue) >= self._limit:
-            self._stream.subscribers.discard(self)
-            self.finish(
-                SubscriberOverflow(
-                    f"subscriber fell more than {self._limit} events behind on "
-                    f"rooms/{self._stream.room.room_id}; resume from the last event id received"
-                )
-            )
-            return
-        queue.append(event)
-        self._wake()
-
-    def finish(self, error: EngineError) -> None:
-        if self._end is None:
-            self._end = error
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Event]:
-        while True:
-            if self._replay:
-                yield self._replay.pop()
-            elif self._queue:
-                yield self._queue.popleft()
-            elif self._end is not None:
-                raise self._end
-            else:
-                self._waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def detach(self) -> None:
         self._stream.subscribers.discard(self)
+
+    async def release(self) -> None:
         self._engine._leave(self._stream, self._user)
 
 

@@ -27,13 +27,13 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeAlias, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.engine.base import Subscription
+from services.engine.buffer import BufferedSubscription
 from services.engine.types import (
     Cursor,
     EngineClosed,
@@ -41,7 +41,6 @@ from services.engine.types import (
     Event,
     EventKind,
     MessageRecord,
-    SubscriberOverflow,
 )
 
 _KINDS = {"p": EventKind.MESSAGE_POSTED, "e": EventKind.MESSAGE_EDITED}
@@ -133,78 +132,34 @@ def parse_ephemeral(room_id: str, data: Mapping[str, object]) -> Event | None:
     )
 
 
-class FeedSubscription(Subscription):
-    """A subscriber's bounded buffer behind a RoomFeed; the publisher never waits."""
+class FeedSubscription(BufferedSubscription):
+    """A subscriber behind a RoomFeed. Live events delivered before the replay is known are
+    kept; once it is, those the replay already holds (offset ≤ the cursor) are dropped."""
 
     def __init__(self, feed: RoomFeed, limit: int, release: Callable[[], Awaitable[None]]) -> None:
-        self.recovered = False
-        self.position = Cursor(feed.epoch, feed.offset)
+        super().__init__(
+            feed.room_id, limit, recovered=False, position=Cursor(feed.epoch, feed.offset)
+        )
         self._feed = feed
         self._release = release
-        self._limit = limit
-        self._replay: deque[Event] = deque()
-        self._queue: deque[Event] = deque()
         self._skip_through = 0
-        self._end: EngineError | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
 
     def begin(self, replay: list[Event] | None, cursor: Cursor | None) -> None:
         """Sets the replay (None: not recovered); live events up to the cursor are dropped."""
         self.recovered = replay is not None
         if replay is not None and cursor is not None:
-            self._replay.extend(replay)
+            self.set_replay(replay)
             self._skip_through = max(cursor.offset, self.position.offset)
-            self._queue = deque(e for e in self._queue if e.offset > self._skip_through)
+            if self._queue is not None:
+                self._queue = deque(e for e in self._queue if e.offset > self._skip_through)
 
-    def deliver(self, event: Event) -> None:
-        if self._end is not None or (event.durable and event.offset <= self._skip_through):
-            return
-        if len(self._queue) >= self._limit:
-            self._feed.discard(self)
-            self.finish(
-                SubscriberOverflow(
-                    f"subscriber fell more than {self._limit} events behind on "
-                    f"rooms/{self._feed.room_id}; resume from the last event id received"
-                )
-            )
-            return
-        self._queue.append(event)
-        self._wake()
+    def accepts(self, event: Event) -> bool:
+        return not (event.durable and event.offset <= self._skip_through)
 
-    def finish(self, error: EngineError) -> None:
-        if self._end is None:
-            self._end = error
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Event]:
-        while True:
-            if self._replay:
-                yield self._replay.popleft()
-            elif self._queue:
-                yield self._queue.popleft()
-            elif self._end is not None:
-                raise self._end
-            else:
-                self._waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def detach(self) -> None:
         self._feed.discard(self)
+
+    async def release(self) -> None:
         await self._release()
 
 
