@@ -34,10 +34,12 @@ from services.engine.types import (
     MemberRecord,
     MessageRecord,
     NotFound,
-    PermissionDenied,
     PostResult,
     RoomChanges,
     RoomRecord,
+    message_not_found,
+    not_the_sender,
+    room_not_found,
 )
 
 
@@ -129,7 +131,7 @@ class MemoryEngine(Engine):
             raise EngineClosed("the engine is shutting down; retry on another instance or later")
         stream = self._rooms.get(room_id)
         if stream is None:
-            raise NotFound(f"room rooms/{room_id} does not exist", field="room")
+            raise room_not_found(room_id)
         self._evict(stream)
         return stream
 
@@ -277,15 +279,9 @@ class MemoryEngine(Engine):
     ) -> MessageRecord:
         message = stream.messages.get(message_id)
         if message is None:
-            raise NotFound(
-                f"message rooms/{stream.room.room_id}/messages/{message_id} does not exist",
-                field="name",
-            )
+            raise message_not_found(stream.room.room_id, message_id)
         if actor is not None and actor != message.sender:
-            raise PermissionDenied(
-                f"only the sender ({message.sender}) or an administrator may change "
-                f"rooms/{stream.room.room_id}/messages/{message_id}"
-            )
+            raise not_the_sender(stream.room.room_id, message_id, message.sender)
         return message
 
     async def edit_message(

@@ -67,10 +67,12 @@ from services.engine.types import (
     MemberRecord,
     MessageRecord,
     NotFound,
-    PermissionDenied,
     PostResult,
     RoomChanges,
     RoomRecord,
+    message_not_found,
+    not_the_sender,
+    room_not_found,
 )
 
 DEFAULT_PREFIX = "switchboard:"
@@ -156,7 +158,7 @@ class RedisEngine(Engine):
         keys = self._keys(room_id)
         reply = await self._script("STATE")(keys=keys.room, args=self._limits())
         if not reply:
-            raise NotFound(f"room rooms/{room_id} does not exist", field="room")
+            raise room_not_found(room_id)
         epoch, last, first, flat = reply
         info = dict(zip(flat[::2], flat[1::2], strict=True))
         return _RoomState(epoch, int(last), int(first), info)
@@ -222,7 +224,7 @@ class RedisEngine(Engine):
     @staticmethod
     def _outcome(room_id: str, outcome: str) -> None:
         if outcome == "missing":
-            raise NotFound(f"room rooms/{room_id} does not exist", field="room")
+            raise room_not_found(room_id)
         if outcome == "etag":
             raise EtagMismatch(
                 f"the etag given does not match the current etag of rooms/{room_id}; "
@@ -283,7 +285,7 @@ class RedisEngine(Engine):
         args += [keys.key("req:"), request_id, window_ms]
         outcome, *rest = await self._script("POST")(keys=keys.room, args=args)
         if outcome == "missing":
-            raise NotFound(f"room rooms/{room_id} does not exist", field="room")
+            raise room_not_found(room_id)
         offset, epoch, stored = rest[0].split(" ", 2)
         message = parse_message(room_id, stored, offset=int(offset), epoch=epoch)
         return PostResult(message, duplicate=outcome == "dup")
@@ -293,17 +295,11 @@ class RedisEngine(Engine):
         stored = cast(str | None, await self._redis.hget(keys.key("messages"), message_id))
         if stored is None:
             if not await self._redis.exists(keys.key("info")):
-                raise NotFound(f"room rooms/{keys.room_id} does not exist", field="room")
-            raise NotFound(
-                f"message rooms/{keys.room_id}/messages/{message_id} does not exist",
-                field="name",
-            )
+                raise room_not_found(keys.room_id)
+            raise message_not_found(keys.room_id, message_id)
         sender = json.loads(stored.split(" ", 1)[1])["sender"]
         if actor is not None and actor != sender:
-            raise PermissionDenied(
-                f"only the sender ({sender}) or an administrator may change "
-                f"rooms/{keys.room_id}/messages/{message_id}"
-            )
+            raise not_the_sender(keys.room_id, message_id, sender)
         return str(stored)
 
     async def _change(
@@ -449,7 +445,7 @@ class RedisEngine(Engine):
     async def publish_typing(self, room_id: str, *, user: str, active: bool) -> None:
         keys = self._keys(room_id)
         if not await self._redis.exists(keys.key("info")):
-            raise NotFound(f"room rooms/{room_id} does not exist", field="room")
+            raise room_not_found(room_id)
         payload = {"k": "typing", "u": user, "a": active, "t": time.time_ns()}
         await self._redis.publish(keys.channel, json.dumps(payload))
 
@@ -457,7 +453,7 @@ class RedisEngine(Engine):
         self._check_open()
         members = await self._presence.members(room_id)
         if members is None:
-            raise NotFound(f"room rooms/{room_id} does not exist", field="room")
+            raise room_not_found(room_id)
         return members
 
     async def close(self) -> None:

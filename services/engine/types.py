@@ -60,6 +60,21 @@ class EngineClosed(EngineError):
     """The engine is shutting down; clients should resume elsewhere or later."""
 
 
+def room_not_found(room_id: str) -> NotFound:
+    return NotFound(f"room rooms/{room_id} does not exist", field="room")
+
+
+def message_not_found(room_id: str, message_id: str) -> NotFound:
+    return NotFound(f"message rooms/{room_id}/messages/{message_id} does not exist", field="name")
+
+
+def not_the_sender(room_id: str, message_id: str, sender: str) -> PermissionDenied:
+    return PermissionDenied(
+        f"only the sender ({sender}) or an administrator may change "
+        f"rooms/{room_id}/messages/{message_id}"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """A position in a room's stream: after ``offset`` in ``epoch``."""
