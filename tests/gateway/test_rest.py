@@ -228,6 +228,12 @@ async def test_request_id_is_generated_and_echoed(gateway: Client, echo: EchoSer
     assert response.headers["X-Request-Id"] == "mine"
 
 
+async def test_generated_request_ids_are_distinct_hex(gateway: Client) -> None:
+    ids = [(await gateway.get("/v1/everything/x")).headers["X-Request-Id"] for _ in range(20)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
+
+
 async def test_response_metadata_and_trailers_become_headers(gateway: Client) -> None:
     headers = {"Grpc-Metadata-Echo-Initial-Etag": "v1", "Grpc-Metadata-Echo-Trailer-Sum": "s1"}
     response = await gateway.get("/v1/everything/x", headers=headers)
