@@ -29,9 +29,7 @@ from google.rpc import code_pb2, status_pb2
 from gateway.auth import TokenExpired
 from gateway.bridges import JSON, CallContext, rpc_error_response, status_response
 from gateway.bridges.rest import (
-    BodyTooLarge,
-    build_message,
-    too_large_response,
+    read_request,
     transcode_error_response,
 )
 from gateway.bridges.streaming import (
@@ -94,12 +92,9 @@ class NdjsonFormat:
 
 async def serve_ndjson_stream(ctx: CallContext) -> web.StreamResponse:
     """Serve a server-streaming call as NDJSON lines."""
-    try:
-        request = await build_message(ctx)
-    except BodyTooLarge as exc:
-        return too_large_response(exc)
-    except TranscodeError as exc:
-        return transcode_error_response(exc)
+    request = await read_request(ctx)
+    if isinstance(request, web.Response):
+        return request
     settings, live = stream_runtime(ctx.request)
     fmt = NdjsonFormat(options=ctx.json_options, response_body=ctx.route.response_body)
     frames = stream_frames(ctx, "ndjson")

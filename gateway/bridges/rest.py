@@ -29,7 +29,15 @@ from gateway.transcode import (
     transcode_error_status,
 )
 
-__all__ = ["BodyTooLarge", "read_body", "serve_unary"]
+__all__ = [
+    "BodyTooLarge",
+    "build_message",
+    "read_body",
+    "read_request",
+    "serve_unary",
+    "too_large_response",
+    "transcode_error_response",
+]
 
 _CHUNK = 64 * 1024
 
@@ -88,14 +96,21 @@ async def build_message(ctx: CallContext) -> Message:
     )
 
 
-async def serve_unary(ctx: CallContext) -> web.StreamResponse:
-    """The UNARY handler registered in ``gateway.bridges``."""
+async def read_request(ctx: CallContext) -> Message | web.Response:
+    """The request message, or the response refusing it (413 too large, 400 malformed)."""
     try:
-        request = await build_message(ctx)
+        return await build_message(ctx)
     except BodyTooLarge as exc:
         return too_large_response(exc)
     except TranscodeError as exc:
         return transcode_error_response(exc)
+
+
+async def serve_unary(ctx: CallContext) -> web.StreamResponse:
+    """The UNARY handler registered in ``gateway.bridges``."""
+    request = await read_request(ctx)
+    if isinstance(request, web.Response):
+        return request
     call = ctx.upstream.unary_unary(ctx.route)(request, metadata=ctx.metadata, timeout=ctx.timeout)
     try:
         reply = await call

@@ -26,10 +26,7 @@ from google.rpc import code_pb2, status_pb2
 
 from gateway.bridges import CallContext, status_response
 from gateway.bridges.rest import (
-    BodyTooLarge,
-    build_message,
-    too_large_response,
-    transcode_error_response,
+    read_request,
 )
 from gateway.bridges.streaming import (
     Ending,
@@ -48,7 +45,7 @@ from gateway.sse import (
     encode_event,
     encode_retry,
 )
-from gateway.transcode import JsonOptions, TranscodeError, encode_message, status_to_json
+from gateway.transcode import JsonOptions, encode_message, status_to_json
 
 __all__ = ["LAST_EVENT_ID_PARAMETER", "SseFormat", "serve_sse"]
 
@@ -109,7 +106,12 @@ async def serve_sse(ctx: CallContext) -> web.StreamResponse:
         mapping = SseMapping.compile(
             ctx.route.sse, request=method.input_type, response=method.output_type
         )
-        request = await build_message(_without_cursor_parameter(ctx))
+    except SseOptionsError as exc:
+        return status_response(grpc.StatusCode.INTERNAL, f"{method.full_name}: {exc}")
+    request = await read_request(_without_cursor_parameter(ctx))
+    if isinstance(request, web.Response):
+        return request
+    try:
         cursor = resume_cursor(ctx)
         if cursor:
             mapping.apply_resume(request, cursor)
@@ -117,10 +119,6 @@ async def serve_sse(ctx: CallContext) -> web.StreamResponse:
         return status_response(grpc.StatusCode.INTERNAL, f"{method.full_name}: {exc}")
     except ResumeCursorError as exc:
         return status_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except BodyTooLarge as exc:
-        return too_large_response(exc)
-    except TranscodeError as exc:
-        return transcode_error_response(exc)
     settings, live = stream_runtime(ctx.request)
     fmt = SseFormat(
         mapping,
