@@ -11,6 +11,9 @@ subscribers serializes each event once, not N times.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from google.protobuf import timestamp_pb2
 
 from services.engine import (
@@ -22,6 +25,8 @@ from services.engine import (
     RoomRecord,
 )
 from switchboard.v1 import chat_pb2, presence_pb2, rooms_pb2
+
+T = TypeVar("T")
 
 _ROOM_EVENT_KEY = "switchboard.v1.RoomEvent"
 _CONVERSE_KEY = "switchboard.v1.ConverseResponse"
@@ -95,44 +100,41 @@ def subscribed(
     )
 
 
+def _once(event: Event, key: str, kind: type[T], make: Callable[[], T]) -> T:
+    """``make()`` computed once per event and kept in ``event.cache`` under ``key``."""
+    cached = event.cache.get(key)
+    if isinstance(cached, kind):
+        return cached
+    value = make()
+    event.cache[key] = value
+    return value
+
+
 def room_event(event: Event) -> chat_pb2.RoomEvent:
     """The RoomEvent for ``event``, built once and shared (do not mutate it)."""
-    cached = event.cache.get(_ROOM_EVENT_KEY)
-    if isinstance(cached, chat_pb2.RoomEvent):
-        return cached
-    proto = _build_room_event(event)
-    event.cache[_ROOM_EVENT_KEY] = proto
-    return proto
+    return _once(event, _ROOM_EVENT_KEY, chat_pb2.RoomEvent, lambda: _build_room_event(event))
 
 
 def converse_event(event: Event) -> chat_pb2.ConverseResponse:
     """The ConverseResponse carrying ``event``, built once and shared (do not mutate it)."""
-    cached = event.cache.get(_CONVERSE_KEY)
-    if isinstance(cached, chat_pb2.ConverseResponse):
-        return cached
-    proto = chat_pb2.ConverseResponse(event=room_event(event))
-    event.cache[_CONVERSE_KEY] = proto
-    return proto
+    return _once(
+        event,
+        _CONVERSE_KEY,
+        chat_pb2.ConverseResponse,
+        lambda: chat_pb2.ConverseResponse(event=room_event(event)),
+    )
 
 
 def room_event_bytes(event: Event) -> bytes:
     """The serialized ``room_event(event)``, serialized once per event."""
-    cached = event.cache.get(_ROOM_EVENT_BYTES_KEY)
-    if isinstance(cached, bytes):
-        return cached
-    wire = room_event(event).SerializeToString()
-    event.cache[_ROOM_EVENT_BYTES_KEY] = wire
-    return wire
+    return _once(event, _ROOM_EVENT_BYTES_KEY, bytes, lambda: room_event(event).SerializeToString())
 
 
 def converse_event_bytes(event: Event) -> bytes:
     """The serialized ``converse_event(event)``, serialized once per event."""
-    cached = event.cache.get(_CONVERSE_BYTES_KEY)
-    if isinstance(cached, bytes):
-        return cached
-    wire = converse_event(event).SerializeToString()
-    event.cache[_CONVERSE_BYTES_KEY] = wire
-    return wire
+    return _once(
+        event, _CONVERSE_BYTES_KEY, bytes, lambda: converse_event(event).SerializeToString()
+    )
 
 
 def _build_room_event(event: Event) -> chat_pb2.RoomEvent:
