@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$switchboard/gateway/v1/options.proto\x12\x16switchboard.gateway.v1\x1a google/protobuf/descriptor.proto\"`\n\nSseOptions\x12\x10\n\x08id_field\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_field\x18\x02 \x01(\t\x12\x15\n\rdefault_event\x18\x03 \x01(\t\x12\x14\n\x0cresume_field\x18\x04 \x01(\t\"/\n\x08\x41uthRule\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12\x13\n\x0bpermissions\x18\x02 \x03(\t:Q\n\x03sse\x12\x1e.google.protobuf.MethodOptions\x18\xf5\x93\x03 \x01(\x0b\x32\".switchboard.gateway.v1.SseOptions:P\n\x04\x61uth\x12\x1e.google.protobuf.MethodOptions\x18\xf6\x93\x03 \x01(\x0b\x32 .switchboard.gateway.v1.AuthRuleB,\n\x1a\x64\x65v.switchboard.gateway.v1B\x0cOptionsProtoP\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$switchboard/gateway/v1/options.proto\x12\x16switchboard.gateway.v1\x1a google/protobuf/descriptor.proto\"`\n\nSseOptions\x12\x10\n\x08id_field\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_field\x18\x02 \x01(\t\x12\x15\n\rdefault_event\x18\x03 \x01(\t\x12\x14\n\x0cresume_field\x18\x04 \x01(\t\"/\n\x08\x41uthRule\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\" \n\x0cShareOptions\x12\x10\n\x08\x64isabled\x18\x01 \x01(\x08:Q\n\x03sse\x12\x1e.google.protobuf.MethodOptions\x18\xf5\x93\x03 \x01(\x0b\x32\".switchboard.gateway.v1.SseOptions:P\n\x04\x61uth\x12\x1e.google.protobuf.MethodOptions\x18\xf6\x93\x03 \x01(\x0b\x32 .switchboard.gateway.v1.AuthRule:U\n\x05share\x12\x1e.google.protobuf.MethodOptions\x18\xf7\x93\x03 \x01(\x0b\x32$.switchboard.gateway.v1.ShareOptionsB,\n\x1a\x64\x65v.switchboard.gateway.v1B\x0cOptionsProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,4 +37,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SSEOPTIONS']._serialized_end=194
   _globals['_AUTHRULE']._serialized_start=196
   _globals['_AUTHRULE']._serialized_end=243
+  _globals['_SHAREOPTIONS']._serialized_start=245
+  _globals['_SHAREOPTIONS']._serialized_end=277
 # @@protoc_insertion_point(module_scope)

@@ -91,9 +91,38 @@ class AuthRule(_message.Message):
 
 Global___AuthRule: _TypeAlias = AuthRule  # noqa: Y015
 
+@_typing.final
+class ShareOptions(_message.Message):
+    """Marks a server-streaming method whose callers a gateway may serve from one
+    shared upstream call per distinct request (the resume field aside), through
+    the backend's switchboard.gateway.v1.StreamShareService (share.proto). The
+    backend still decides, per caller, authorization, presence and resume.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISABLED_FIELD_NUMBER: _builtins.int
+    disabled: _builtins.bool
+    """Turns sharing off for this method while keeping the option in place."""
+    def __init__(
+        self,
+        *,
+        disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShareOptions: _TypeAlias = ShareOptions  # noqa: Y015
+
 SSE_FIELD_NUMBER: _builtins.int
 AUTH_FIELD_NUMBER: _builtins.int
+SHARE_FIELD_NUMBER: _builtins.int
 sse: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___SseOptions]
 """Server-Sent Events mapping for a server-streaming method."""
 auth: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___AuthRule]
 """Access rule; a method without one is denied by default."""
+share: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___ShareOptions]
+"""Callers of this server-streaming method may share one upstream call."""
