@@ -26,7 +26,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from switchboard.gateway.v1 import options_pb2 as switchboard_dot_gateway_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"switchboard/gateway/v1/share.proto\x12\x16switchboard.gateway.v1\x1a\x17google/rpc/status.proto\x1a$switchboard/gateway/v1/options.proto\"\xb7\x01\n\x0cShareRequest\x12\x31\n\x04open\x18\x01 \x01(\x0b\x32!.switchboard.gateway.v1.ShareOpenH\x00\x12\x35\n\x06\x61ttach\x18\x02 \x01(\x0b\x32#.switchboard.gateway.v1.ShareAttachH\x00\x12\x35\n\x06\x64\x65tach\x18\x03 \x01(\x0b\x32#.switchboard.gateway.v1.ShareDetachH\x00\x42\x06\n\x04kind\",\n\tShareOpen\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\"g\n\x0bShareAttach\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07request\x18\x02 \x01(\x0c\x12\x37\n\x08metadata\x18\x03 \x03(\x0b\x32%.switchboard.gateway.v1.ShareMetadata\"+\n\rShareMetadata\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x1d\n\x0bShareDetach\x12\x0e\n\x06handle\x18\x01 \x01(\x04\"`\n\rShareResponse\x12\x0f\n\x07handles\x18\x01 \x03(\x04\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x0c\n\x04live\x18\x03 \x01(\x08\x12\x1f\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status2v\n\x12StreamShareService\x12`\n\x05Share\x12$.switchboard.gateway.v1.ShareRequest\x1a%.switchboard.gateway.v1.ShareResponse\"\x06\xb2\x9f\x19\x02\x08\x01(\x01\x30\x01\x42*\n\x1a\x64\x65v.switchboard.gateway.v1B\nShareProtoP\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"switchboard/gateway/v1/share.proto\x12\x16switchboard.gateway.v1\x1a\x17google/rpc/status.proto\x1a$switchboard/gateway/v1/options.proto\"\xb7\x01\n\x0cShareRequest\x12\x31\n\x04open\x18\x01 \x01(\x0b\x32!.switchboard.gateway.v1.ShareOpenH\x00\x12\x35\n\x06\x61ttach\x18\x02 \x01(\x0b\x32#.switchboard.gateway.v1.ShareAttachH\x00\x12\x35\n\x06\x64\x65tach\x18\x03 \x01(\x0b\x32#.switchboard.gateway.v1.ShareDetachH\x00\x42\x06\n\x04kind\",\n\tShareOpen\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\"g\n\x0bShareAttach\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07request\x18\x02 \x01(\x0c\x12\x37\n\x08metadata\x18\x03 \x03(\x0b\x32%.switchboard.gateway.v1.ShareMetadata\"+\n\rShareMetadata\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x1d\n\x0bShareDetach\x12\x0e\n\x06handle\x18\x01 \x01(\x04\"q\n\rShareResponse\x12\x0f\n\x07handles\x18\x01 \x03(\x04\x12\x14\n\x07message\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x0c\n\x04live\x18\x03 \x01(\x08\x12\x1f\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusB\n\n\x08_message2v\n\x12StreamShareService\x12`\n\x05Share\x12$.switchboard.gateway.v1.ShareRequest\x1a%.switchboard.gateway.v1.ShareResponse\"\x06\xb2\x9f\x19\x02\x08\x01(\x01\x30\x01\x42*\n\x1a\x64\x65v.switchboard.gateway.v1B\nShareProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,7 +47,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHAREDETACH']._serialized_start=507
   _globals['_SHAREDETACH']._serialized_end=536
   _globals['_SHARERESPONSE']._serialized_start=538
-  _globals['_SHARERESPONSE']._serialized_end=634
-  _globals['_STREAMSHARESERVICE']._serialized_start=636
-  _globals['_STREAMSHARESERVICE']._serialized_end=754
+  _globals['_SHARERESPONSE']._serialized_end=651
+  _globals['_STREAMSHARESERVICE']._serialized_start=653
+  _globals['_STREAMSHARESERVICE']._serialized_end=771
 # @@protoc_insertion_point(module_scope)

@@ -184,8 +184,8 @@ class ShareResponse(_message.Message):
     LIVE_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
     message: _builtins.bytes
-    """A response message of the shared method, serialized (may be empty when
-    only `live` or `end` is set).
+    """A response message of the shared method, serialized; absent when the
+    response only makes handles live or ends them.
     """
     live: _builtins.bool
     """The listed handles become live after this response's message."""
@@ -203,14 +203,16 @@ class ShareResponse(_message.Message):
         self,
         *,
         handles: _abc.Iterable[_builtins.int] | None = ...,
-        message: _builtins.bytes = ...,
+        message: _builtins.bytes | None = ...,
         live: _builtins.bool = ...,
         end: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_message", b"_message", "end", b"end", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "handles", b"handles", "live", b"live", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_message", b"_message", "end", b"end", "handles", b"handles", "live", b"live", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__message: _TypeAlias = _typing.Literal["message"]  # noqa: Y015
+    _WhichOneofArgType__message: _TypeAlias = _typing.Literal["_message", b"_message"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message) -> _WhichOneofReturnType__message | None: ...
 
 Global___ShareResponse: _TypeAlias = ShareResponse  # noqa: Y015
