@@ -7,10 +7,13 @@ the descriptor pool by its full name, and decides with the shared ``Authenticato
 UNAUTHENTICATED or PERMISSION_DENIED before the servicer runs; the message never contains the
 token. An accepted call runs with the identity set in the identity contextvar inside the
 handler's own task. A server- or bidi-streaming call ends with UNAUTHENTICATED ("token
-expired") when its token's ``exp`` passes. Health and reflection (``public_services``) are
-outside auth altogether: a token sent to them is not even read, so a load balancer's probe and
-grpcurl's reflection (which sends the same ``-H`` headers as the call) work whatever token the
-client holds, and the call itself then reports what is wrong with the token.
+expired") when its token's ``exp`` passes (``expires_in``). ``authorize`` is the decision
+alone, for a method path and metadata: services/share.py makes it for each caller attached
+to a shared stream, so attached callers meet these rules too. Health and reflection
+(``public_services``) are outside auth altogether: a token sent to them is not even read, so a
+load balancer's probe and grpcurl's reflection (which sends the same ``-H`` headers as the
+call) work whatever token the client holds, and the call itself then reports what is wrong
+with the token.
 
 ``python -m services token --sub alice --roles member [--ttl 3600]`` prints an HS256 token
 signed with the development secret (``SWITCHBOARD_DEV_SECRET`` or the generated file under
@@ -58,6 +61,7 @@ _PUBLIC_RULE = options_pb2.AuthRule(public=True)
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 Behaviour: TypeAlias = Callable[..., Any]
+Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
 
 if TYPE_CHECKING:
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -107,14 +111,25 @@ class AuthInterceptor(_Interceptor):
         if _service_of(handler_call_details.method) in self._public:
             return handler
         try:
-            token = _token(handler_call_details.invocation_metadata)
-            rule = self.rule_for(handler_call_details.method)
-            identity = await self._authenticator.authorize(token, rule)
+            identity = await self.authorize(
+                handler_call_details.method, handler_call_details.invocation_metadata
+            )
         except AuthError as error:
             return _rejecting(handler, error)
         if identity is None:
             return handler
-        return _with_identity(handler, identity, self._identity_var, self._clock)
+        return _with_identity(handler, identity, self._identity_var, self.expires_in(identity))
+
+    async def authorize(self, rpc_path: str, metadata: Metadata | None) -> Identity | None:
+        """Decides a call of ``rpc_path`` carrying ``metadata``: the caller's identity, or None
+        for an anonymous call of a public method; raises AuthError. The interceptor decides
+        every call with it, and services/share.py each caller attached to a shared stream."""
+        token = _token(metadata)
+        return await self._authenticator.authorize(token, self.rule_for(rpc_path))
+
+    def expires_in(self, identity: Identity) -> float | None:
+        """Seconds until a stream of ``identity`` ends "token expired" (None: never)."""
+        return None if identity.expires_at is None else identity.expires_at - self._clock()
 
 
 def _service_of(rpc_path: str) -> str:
@@ -126,7 +141,7 @@ def _found(handler: Handler | None) -> bool:
     return handler is not None
 
 
-def _token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+def _token(metadata: Metadata | None) -> str | None:
     values = [value for key, value in metadata or () if key == "authorization"]
     if not values:
         return None
@@ -177,14 +192,13 @@ def _rejecting(handler: Handler, error: AuthError) -> Handler:
 
 
 def _with_identity(
-    handler: Handler, identity: Identity, var: ContextVar[Identity], clock: Callable[[], float]
+    handler: Handler, identity: Identity, var: ContextVar[Identity], expires_in: float | None
 ) -> Handler:
     inner = _behaviour(handler)
     if not (inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner)):
         return handler  # a synchronous servicer runs in an executor: no task context to set
     if not handler.response_streaming:
         return _rebuilt(handler, _unary(inner, identity, var))
-    expires_in = None if identity.expires_at is None else identity.expires_at - clock()
     if inspect.isasyncgenfunction(inner):
         return _rebuilt(handler, _generator(inner, identity, var, expires_in))
     return _rebuilt(handler, _writer(inner, identity, var, expires_in))

@@ -110,7 +110,8 @@ def _mask_paths(paths: list[str]) -> list[str]:
     return paths
 
 
-def _parse_cursor(text: str, field: str) -> Cursor | None:
+def parse_cursor(text: str, field: str) -> Cursor | None:
+    """A stream request's resume cursor (None when empty); InvalidArgument naming ``field``."""
     return Cursor.parse(text, field=field) if text else None
 
 
@@ -224,11 +225,11 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     ) -> AsyncIterator[chat_pb2.RoomEvent | bytes]:
         async with errors.status_on_error(context, resource=request.room):
             room_id = errors.parse_room_name(request.room, "room")
-            cursor = _parse_cursor(request.cursor, "cursor")
+            cursor = parse_cursor(request.cursor, "cursor")
             user, now = current_identity().user, time.time_ns()
             subscription = await self._engine.subscribe(room_id, cursor=cursor, user=user)
             try:
-                yield _subscribed(room_id, subscription, now)
+                yield subscribed_event(room_id, subscription, now)
                 async for event in subscription:
                     yield convert.room_event_bytes(event)
             finally:
@@ -244,11 +245,11 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             await errors.abort(context, required)
         async with errors.status_on_error(context, resource=first.room):
             room_id = errors.parse_room_name(first.room, "room")
-            cursor = _parse_cursor(first.cursor, "cursor")
+            cursor = parse_cursor(first.cursor, "cursor")
             user, now = current_identity().user, time.time_ns()
             subscription = await self._engine.subscribe(room_id, cursor=cursor, user=user)
             try:
-                yield chat_pb2.ConverseResponse(event=_subscribed(room_id, subscription, now))
+                yield chat_pb2.ConverseResponse(event=subscribed_event(room_id, subscription, now))
                 conversation = Conversation(self, self._engine, room_id, first, subscription)
                 async for response in conversation.run(requests):
                     yield response
@@ -298,7 +299,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             response.first_offset = result.message.offset
 
 
-def _subscribed(room_id: str, subscription: Subscription, time_ns: int) -> chat_pb2.RoomEvent:
+def subscribed_event(room_id: str, subscription: Subscription, time_ns: int) -> chat_pb2.RoomEvent:
     """The ``subscribed`` event, timed when the subscription was requested."""
     return convert.subscribed(
         room_id, subscription.position, recovered=subscription.recovered, time_ns=time_ns

@@ -1,14 +1,16 @@
 """Assembles the gRPC server and runs it until SIGTERM/SIGINT.
 
-The server carries the three Switchboard services, grpc.health.v1 (SERVING for ""
-and each service) and server reflection for all of them, so ``grpcurl`` needs no
-proto files. Graceful shutdown, in order: health goes NOT_SERVING, the engine
+The server carries the three Switchboard services and StreamShareService, grpc.health.v1
+(SERVING for "" and each service) and server reflection for all of them, so ``grpcurl``
+needs no proto files. Graceful shutdown, in order: health goes NOT_SERVING, the engine
 closes (every live stream ends with UNAVAILABLE so clients resume elsewhere), then
 ``server.stop(grace)`` lets in-flight unary calls finish.
 
-ChatService is registered by ``add_chat_service`` (not the generated function) with the
-``wire_bytes`` response serializer, so its streams can yield events serialized once per event
-(see services/convert.py); every other service uses the generated registration.
+ChatService and StreamShareService are registered by ``add_bytes_service`` (not the generated
+functions) with the ``wire_bytes`` response serializer, so their streams can yield events
+serialized once per event (see services/convert.py); every other service uses the generated
+registration. StreamShareService (services/share.py) is public to the interceptor; it decides
+each attached caller with the same ``AuthInterceptor.authorize``.
 
 Auth: ``guarded(auth)`` opens the shared Authenticator (gateway/authconfig.py) and yields the
 ``AuthInterceptor`` for it; every call is then verified against the method's AuthRule, the
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -43,6 +45,8 @@ from services.config import ServiceConfig
 from services.engine import Engine
 from services.presence import PresenceServicer
 from services.rooms import RoomServicer
+from services.share import ShareServicer
+from switchboard.gateway.v1 import share_pb2
 from switchboard.v1 import (
     chat_pb2,
     presence_pb2,
@@ -53,17 +57,16 @@ from switchboard.v1 import (
 
 log = logging.getLogger("services")
 
-SERVICE_NAMES = (
-    rooms_pb2.DESCRIPTOR.services_by_name["RoomService"].full_name,
-    chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
-    presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name,
-)
-HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
+SHARE_SERVICE = share_pb2.DESCRIPTOR.services_by_name["StreamShareService"]
 SERVICES = (
     rooms_pb2.DESCRIPTOR.services_by_name["RoomService"],
-    chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
+    CHAT_SERVICE,
     presence_pb2.DESCRIPTOR.services_by_name["PresenceService"],
+    SHARE_SERVICE,
 )
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 Interceptors: TypeAlias = "tuple[grpc.aio.ServerInterceptor[Any, Any], ...]"  # generic in stubs
 
 
@@ -93,13 +96,14 @@ def wire_bytes(response: Message | bytes) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
 
 
-def add_chat_service(chat: ChatServicer, server: grpc.aio.Server) -> None:
-    """Register ChatService as the generated code does, but with ``wire_bytes`` as every
+def add_bytes_service(
+    servicer: object, service: ServiceDescriptor, server: grpc.aio.Server
+) -> None:
+    """Register ``service`` as the generated code does, but with ``wire_bytes`` as every
     method's response serializer, so streams may yield events serialized once per event."""
-    service = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
     handlers = {
         method.name: _handler_factory(method)(
-            getattr(chat, method.name),
+            getattr(servicer, method.name),
             request_deserializer=GetMessageClass(method.input_type).FromString,
             response_serializer=wire_bytes,
         )
@@ -129,7 +133,9 @@ def build_server(
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> SwitchboardServer:
-    """Builds the server and binds ``config.listen``; raises RuntimeError if it cannot."""
+    """Builds the server and binds ``config.listen``; raises RuntimeError if it cannot.
+
+    The AuthInterceptor among ``interceptors`` (if any) also decides each Share attach."""
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -139,8 +145,10 @@ def build_server(
     )
     rooms_pb2_grpc.add_RoomServiceServicer_to_server(RoomServicer(engine), server)
     chat = ChatServicer(engine, max_message_bytes=config.max_message_bytes)
-    add_chat_service(chat, server)
+    add_bytes_service(chat, CHAT_SERVICE, server)
     presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(engine), server)
+    auth = next((i for i in interceptors if isinstance(i, AuthInterceptor)), None)
+    add_bytes_service(ShareServicer(engine, auth=auth), SHARE_SERVICE, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

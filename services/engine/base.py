@@ -26,6 +26,10 @@ class Subscription(abc.ABC):
     raising: SubscriberOverflow when the buffer overflowed (after what was
     buffered has been yielded), NotFound when the room is deleted, EngineClosed
     on shutdown. ``close`` is idempotent and releases presence.
+
+    A caller that serves the replay itself and takes live events from elsewhere (a
+    shared stream, services/share.py) calls ``detach`` and ``take_replay`` instead of
+    iterating: the subscription then only holds its user's presence until ``close``.
     """
 
     recovered: bool
@@ -33,6 +37,15 @@ class Subscription(abc.ABC):
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    @abc.abstractmethod
+    def take_replay(self) -> list[Event]:
+        """Removes and returns the replay not yet yielded, in order, and drops the live
+        events buffered so far (call ``detach`` first: nothing more arrives then)."""
+
+    @abc.abstractmethod
+    def detach(self) -> None:
+        """Stops live deliveries for good (idempotent); presence is kept until ``close``."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -105,12 +118,15 @@ class Engine(abc.ABC):
         latest state; deleted ones are left out."""
 
     @abc.abstractmethod
-    async def subscribe(self, room_id: str, *, cursor: Cursor | None, user: str) -> Subscription:
+    async def subscribe(
+        self, room_id: str, *, cursor: Cursor | None, user: str | None
+    ) -> Subscription:
         """Opens a subscription. With a cursor of this room's epoch whose
         missed events are all retained: ``recovered`` is True and the missed
         events come first. Otherwise ``recovered`` is False and nothing is
         replayed. A cursor ahead of the stream raises CursorAhead. ``user``
-        joins the room's presence until the subscription closes."""
+        joins the room's presence until the subscription closes; None is a
+        feed that is nobody (no presence, no joined/left)."""
 
     @abc.abstractmethod
     async def publish_typing(self, room_id: str, *, user: str, active: bool) -> None: ...

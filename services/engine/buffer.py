@@ -35,6 +35,10 @@ class BufferedSubscription(Subscription):
     def set_replay(self, replay: list[Event]) -> None:
         self._replay = replay[::-1]
 
+    def take_replay(self) -> list[Event]:
+        replay, self._replay, self._queue = self._replay[::-1], [], None
+        return replay
+
     def accepts(self, event: Event) -> bool:
         """Whether a live ``event`` is for this subscriber (a hook for de-duplication)."""
         return True

@@ -89,7 +89,7 @@ class _MemorySubscription(BufferedSubscription):
         self,
         engine: MemoryEngine,
         stream: _RoomStream,
-        user: str,
+        user: str | None,
         *,
         replay: list[Event],
         recovered: bool,
@@ -358,7 +358,9 @@ class MemoryEngine(Engine):
         start = cursor.offset + 1 - stream.first_offset
         return [stream.events[i] for i in range(start, len(stream.events))]
 
-    async def subscribe(self, room_id: str, *, cursor: Cursor | None, user: str) -> Subscription:
+    async def subscribe(
+        self, room_id: str, *, cursor: Cursor | None, user: str | None
+    ) -> Subscription:
         stream = self._stream(room_id)
         replay = self._replay_after(stream, cursor)
         subscription = _MemorySubscription(
@@ -373,7 +375,9 @@ class MemoryEngine(Engine):
         self._join(stream, user)
         return subscription
 
-    def _join(self, stream: _RoomStream, user: str) -> None:
+    def _join(self, stream: _RoomStream, user: str | None) -> None:
+        if user is None:
+            return
         presence = stream.presence.get(user)
         if presence is not None:
             presence.connections += 1
@@ -382,7 +386,9 @@ class MemoryEngine(Engine):
         stream.presence[user] = _Presence(connections=1, join_time_ns=now)
         stream.fan_out(Event(stream.room.room_id, EventKind.MEMBER_JOINED, now, user=user))
 
-    def _leave(self, stream: _RoomStream, user: str) -> None:
+    def _leave(self, stream: _RoomStream, user: str | None) -> None:
+        if user is None:
+            return
         presence = stream.presence.get(user)
         if presence is None:
             return

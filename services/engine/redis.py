@@ -393,7 +393,9 @@ class RedisEngine(Engine):
 
     # -- subscriptions and presence -------------------------------------------
 
-    async def subscribe(self, room_id: str, *, cursor: Cursor | None, user: str) -> Subscription:
+    async def subscribe(
+        self, room_id: str, *, cursor: Cursor | None, user: str | None
+    ) -> Subscription:
         state = await self._state(room_id)
         if cursor is not None and cursor.epoch == state.epoch and cursor.offset > state.last_offset:
             raise CursorAhead(
@@ -411,7 +413,8 @@ class RedisEngine(Engine):
             self._renew_presence()
             replay = await self._replay(feed, cursor, subscription.position.offset)
             subscription.begin(replay, cursor)
-            await self._presence.join(room_id, user)
+            if user is not None:
+                await self._presence.join(room_id, user)
         except BaseException:
             feed.discard(subscription)
             await self._feeds.drop_if_idle(feed)
@@ -437,9 +440,9 @@ class RedisEngine(Engine):
             renew = self._presence.renew_forever()
             self._renewer = asyncio.create_task(renew, name="switchboard-lease")
 
-    async def _release(self, feed: RoomFeed, user: str) -> None:
+    async def _release(self, feed: RoomFeed, user: str | None) -> None:
         await self._feeds.drop_if_idle(feed)
-        if not self._closed:
+        if not self._closed and user is not None:
             await self._presence.leave(feed.room_id, user)
 
     async def publish_typing(self, room_id: str, *, user: str, active: bool) -> None:
