@@ -55,13 +55,18 @@ class StreamSettings:
     websocket_max_message: int = 4 * MiB  # per message, after permessage-deflate decompression
     allowed_origins: tuple[str, ...] = ()  # WebSocket Origins; "*" any; empty: same host only
     shutdown_grace: float = 5.0  # seconds the shutdown hook waits for streams to end
+    share: bool = True  # callers of a method with the share option share one upstream call
+    share_max_buffered: int = 1024  # messages a shared stream's caller left unread; then it ends
 
     def __post_init__(self) -> None:
         for name in ("heartbeat", "websocket_heartbeat", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"StreamSettings.{name} must be positive")
-        if self.write_buffer_limit <= 0 or self.websocket_max_message <= 0:
+        limits = (self.write_buffer_limit, self.websocket_max_message, self.share_max_buffered)
+        if any(limit <= 0 for limit in limits):
             raise ValueError("StreamSettings limits must be positive")
+        if not isinstance(self.share, bool):
+            raise ValueError(f"StreamSettings.share must be true or false, not {self.share!r}")
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,12 @@ def argument_parser() -> argparse.ArgumentParser:
     add("--max-body-bytes", type=int, metavar="BYTES", help="request body limit")
     add("--allow-header", action="append", metavar="NAME", help="forward this header too")
     add("--cors-origin", action="append", metavar="ORIGIN", help="allow this CORS origin")
+    add(
+        "--no-share",
+        action="store_true",
+        default=None,
+        help="one upstream call per stream, even for methods with the share option",
+    )
     add_auth_arguments(parser)
     return parser
 
@@ -285,6 +296,8 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         changes["header_allowlist"] = (*settings.header_allowlist, *args.allow_header)
     if args.cors_origin:
         changes["cors_origins"] = (*settings.cors_origins, *args.cors_origin)
+    if args.no_share:
+        changes["streams"] = replace(settings.streams, share=False)
     settings = _checked(replace(settings, **changes))
     if not settings.backends:
         raise ConfigError("no backend: pass --backend HOST:PORT or set [backends] in --config")

@@ -50,8 +50,13 @@ DEFAULT_MODULES = (
     "switchboard.v1.chat_pb2",
     "switchboard.v1.presence_pb2",
 )
-# Infrastructure services a reflecting server lists; they never carry HTTP rules.
-_INFRASTRUCTURE_PREFIXES = ("grpc.reflection.", "grpc.health.")
+# Infrastructure services a reflecting server lists; they never carry HTTP rules, and the
+# gateway's own StreamShareService (share.proto) is for gateways, never served over HTTP.
+_INFRASTRUCTURE_PREFIXES = (
+    "grpc.reflection.",
+    "grpc.health.",
+    "switchboard.gateway.v1.StreamShareService",
+)
 # Referenced so the extensions are registered before any options are parsed.
 _EXTENSIONS = (annotations_pb2.http, options_pb2.sse, options_pb2.auth)
 

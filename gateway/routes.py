@@ -10,7 +10,12 @@ Invariants:
   ``POST /pkg.Service/Method`` with body ``*``;
 - every problem is a ``RouteError`` raised at start-up and naming the method and the template:
   an invalid template, a body or response_body field the message does not have, a template
-  variable naming a missing field, two bindings that can never be told apart.
+  variable naming a missing field, two bindings that can never be told apart, a ``share`` option
+  on a method that is not server streaming or whose SSE ``resume_field`` is not a singular
+  scalar of the request;
+- ``Route.share`` is set exactly for the server-streaming methods whose callers may share one
+  upstream call (the ``share`` option present and not ``disabled``); it says which request field
+  to clear to get the request they share.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from google.api import http_pb2
+from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import (
     Descriptor,
     FieldDescriptor,
     MethodDescriptor,
     ServiceDescriptor,
 )
+from google.protobuf.message import Message
 
 from gateway.descriptors import http_rule, method_options
+from gateway.fieldpath import resolve
 from gateway.httprule import ConflictError, PathTemplate, RouteTable, TemplateError
 from switchboard.gateway.v1 import options_pb2
 
@@ -35,6 +43,7 @@ __all__ = [
     "Cardinality",
     "Route",
     "RouteError",
+    "ShareRule",
     "build_route_table",
     "websocket_table",
 ]
@@ -66,6 +75,42 @@ class Cardinality(enum.Enum):
         return cls.UNARY
 
 
+@dataclass(frozen=True, slots=True)
+class ShareRule:
+    """How callers of a shareable method share one upstream call.
+
+    ``resume_field`` (the SSE resume field, empty when the method has none) is the one request
+    field a caller may set on its own: requests that differ only there share a call.
+    """
+
+    resume_field: tuple[FieldDescriptor, ...] = ()
+
+    def requests(self, request: Message) -> tuple[bytes, bytes]:
+        """(the caller's own request, the shared request), both serialized deterministically."""
+        own = request.SerializeToString(deterministic=True)
+        if not _is_set(request, self.resume_field):
+            return own, own
+        shared = type(request)()
+        shared.CopyFrom(request)
+        parent = shared
+        for field in self.resume_field[:-1]:
+            parent = getattr(parent, field.name)
+        parent.ClearField(self.resume_field[-1].name)
+        return own, shared.SerializeToString(deterministic=True)
+
+
+def _is_set(message: Message, path: tuple[FieldDescriptor, ...]) -> bool:
+    """Whether the field at ``path`` is set (reading it creates nothing)."""
+    if not path:
+        return False
+    parent = message
+    for field in path[:-1]:
+        if not parent.HasField(field.name):
+            return False
+        parent = getattr(parent, field.name)
+    return any(field.number == path[-1].number for field, _ in parent.ListFields())
+
+
 @dataclass(frozen=True)
 class Route:
     """One HTTP binding of one gRPC method."""
@@ -81,6 +126,7 @@ class Route:
     sse: options_pb2.SseOptions | None = None
     auth: options_pb2.AuthRule | None = None
     auto_mapped: bool = False
+    share: ShareRule | None = None  # set when callers may share one upstream call
 
 
 def build_route_table(
@@ -156,6 +202,7 @@ def _make_route(
     options = method_options(method)
     sse = options.Extensions[options_pb2.sse] if options.HasExtension(options_pb2.sse) else None
     auth = options.Extensions[options_pb2.auth] if options.HasExtension(options_pb2.auth) else None
+    share = _share_rule(method, options, sse)
     return Route(
         method=method,
         rpc_path=f"/{method.containing_service.full_name}/{method.name}",
@@ -168,7 +215,33 @@ def _make_route(
         sse=sse,
         auth=auth,
         auto_mapped=auto,
+        share=share,
     )
+
+
+def _share_rule(
+    method: MethodDescriptor,
+    options: descriptor_pb2.MethodOptions,
+    sse: options_pb2.SseOptions | None,
+) -> ShareRule | None:
+    """The method's ShareRule: None without the ``share`` option or with it ``disabled``."""
+    if not options.HasExtension(options_pb2.share):
+        return None
+    if Cardinality.of(method) is not Cardinality.SERVER_STREAMING:
+        raise RouteError(
+            f"{method.full_name}: the share option is for server-streaming methods only"
+        )
+    if options.Extensions[options_pb2.share].disabled:
+        return None
+    if sse is None or not sse.resume_field:
+        return ShareRule()
+    path = resolve(method.input_type, sse.resume_field.split("."))
+    if path is None or path[-1].is_repeated or path[-1].message_type is not None:
+        raise RouteError(
+            f"{method.full_name}: SseOptions.resume_field {sse.resume_field!r} is not a "
+            f"singular scalar field of {method.input_type.full_name} (needed to share the method)"
+        )
+    return ShareRule(path)
 
 
 def _verb_and_path(method: MethodDescriptor, rule: http_pb2.HttpRule) -> tuple[str, str]:

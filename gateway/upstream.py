@@ -8,6 +8,8 @@ Multicallables are built from the method descriptor (serializer: ``SerializeToSt
 deserializer: the response class from ``message_factory.GetMessageClass``) and cached per method.
 ``raw_unary_stream`` is the server-streaming multicallable without a deserializer: its responses
 are the message bytes as received, for bridges that encode identical messages once.
+``share_stream`` is a backend's ``switchboard.gateway.v1.StreamShareService/Share`` bidi method
+(gateway/bridges/share.py), on the same channel as the routes it shares.
 
 Every call gets a deadline from ``DeadlinePolicy``: the client's ``Grpc-Timeout`` when it sent
 one, otherwise the default for the cardinality (30 s for unary), so a stalled backend never
@@ -30,11 +32,14 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.routes import Cardinality, Route
+from switchboard.gateway.v1 import share_pb2
 
 __all__ = [
+    "SHARE_METHOD",
     "DeadlinePolicy",
     "Multicallable",
     "RawUnaryStream",
+    "ShareStream",
     "StreamStream",
     "StreamUnary",
     "UnaryStream",
@@ -50,6 +55,9 @@ RawUnaryStream = grpc.aio.UnaryStreamMultiCallable[Message, bytes]
 StreamUnary = grpc.aio.StreamUnaryMultiCallable[Message, Message]
 StreamStream = grpc.aio.StreamStreamMultiCallable[Message, Message]
 Multicallable = UnaryUnary | UnaryStream | StreamUnary | StreamStream
+ShareStream = grpc.aio.StreamStreamMultiCallable[share_pb2.ShareRequest, share_pb2.ShareResponse]
+_SHARE_SERVICE = share_pb2.DESCRIPTOR.services_by_name["StreamShareService"]
+SHARE_METHOD = f"/{_SHARE_SERVICE.full_name}/Share"
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.lb_policy_name", "round_robin"),
     ("grpc.enable_retries", 1),
@@ -112,6 +120,7 @@ class Upstream:
         self._callables: dict[str, Multicallable] = {}
         self._unary: dict[str, UnaryUnary] = {}  # the REST hot path: one lookup, no checks
         self._raw_streams: dict[str, RawUnaryStream] = {}
+        self._shares: dict[str, ShareStream] = {}
 
     @classmethod
     async def connect(cls, backends: Mapping[str, Sequence[str]]) -> Upstream:
@@ -162,6 +171,18 @@ class Upstream:
                 route.rpc_path, request_serializer=_serialize, response_deserializer=None
             )
             self._raw_streams[route.rpc_path] = found
+        return found
+
+    def share_stream(self, backend: str) -> ShareStream:
+        """The backend's StreamShareService.Share method (no deadline, no metadata needed)."""
+        found = self._shares.get(backend)
+        if found is None:
+            found = self.channel(backend).stream_stream(
+                SHARE_METHOD,
+                request_serializer=_serialize,
+                response_deserializer=share_pb2.ShareResponse.FromString,
+            )
+            self._shares[backend] = found
         return found
 
     def stream_unary(self, route: Route) -> StreamUnary:

@@ -30,6 +30,11 @@ message or a heartbeat). Nothing polls connections.
 SSE and NDJSON server streams read the upstream's messages as raw bytes and share one
 ``FrameCache`` per route and format in the app (``stream_frames``), so a message fanned out to
 many streams is parsed and encoded once.
+
+Shared upstream streams (gateway/bridges/share.py): for a route with ``Route.share`` and
+``StreamSettings.share`` on, ``raw_server_stream_call`` attaches the SSE or NDJSON stream to the
+app's one Share call for its (backend, method, shared request) instead of opening a call of its
+own; ``ServerStream`` reads it the same way. WebSocket server streams keep private calls.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from google.rpc import status_pb2
 from gateway.auth import TokenExpired
 from gateway.bridges import CallContext, register, rpc_error_response, status_response
 from gateway.bridges.framecache import FRAME_CACHES, FrameCache, FrameCaches, frame_cache
+from gateway.bridges.share import StreamShares
 from gateway.config import StreamSettings
 from gateway.gate import ACCESS, refusal
 from gateway.metadata import response_headers
@@ -59,12 +65,14 @@ from gateway.upstream import message_class
 __all__ = [
     "LIVE_STREAMS",
     "STREAM_SETTINGS",
+    "STREAM_SHARES",
     "Ending",
     "LiveStreams",
     "ServerStream",
     "StreamFormat",
     "StreamLife",
     "StreamSettings",
+    "UpstreamStream",
     "bidi_call",
     "client_stream_call",
     "error_status",
@@ -178,19 +186,23 @@ class LiveStreams:
 
 STREAM_SETTINGS: Final = web.AppKey("stream_settings", StreamSettings)
 LIVE_STREAMS: Final = web.AppKey("live_streams", LiveStreams)
+STREAM_SHARES: Final = web.AppKey("stream_shares", StreamShares)
 _DEFAULT_SETTINGS: Final = StreamSettings()
 
 
 def install(app: web.Application, settings: StreamSettings = _DEFAULT_SETTINGS) -> None:
-    """Give ``app`` stream settings, a live-stream registry and the shutdown hook."""
+    """Give ``app`` stream settings, a live-stream registry, its shared upstream streams and
+    the shutdown hook."""
     app[STREAM_SETTINGS] = settings
     app[LIVE_STREAMS] = LiveStreams()
     app[FRAME_CACHES] = FrameCaches()
+    app[STREAM_SHARES] = StreamShares(settings)
     app.on_shutdown.append(_end_streams)
 
 
 async def _end_streams(app: web.Application) -> None:
     await app[LIVE_STREAMS].shutdown(app[STREAM_SETTINGS].shutdown_grace)
+    await app[STREAM_SHARES].close()
 
 
 def stream_runtime(request: web.Request) -> tuple[StreamSettings, LiveStreams]:
@@ -247,6 +259,19 @@ class StreamFormat(Protocol):
         """The last bytes when the gateway ends the stream itself (None: just end)."""
 
 
+class UpstreamStream(Protocol):
+    """What ServerStream reads: a grpc.aio server-streaming call of raw bytes, or a SharedCall."""
+
+    async def read(self) -> object:
+        """The next message's bytes, or grpc.aio.EOF; raises AioRpcError on failure."""
+
+    def cancel(self) -> bool:
+        """End the call (no-op once it has ended)."""
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        """The call's header metadata."""
+
+
 class _Idle:
     """No upstream message within the heartbeat interval."""
 
@@ -274,7 +299,7 @@ class ServerStream:
     def __init__(
         self,
         ctx: CallContext,
-        call: grpc.aio.UnaryStreamCall[Message, bytes],
+        call: UpstreamStream,
         fmt: StreamFormat,
         life: StreamLife,
         settings: StreamSettings,
@@ -447,10 +472,20 @@ def _raw(result: object) -> bytes | None:
     return result if isinstance(result, bytes) else None  # anything else is grpc.aio.EOF
 
 
-def raw_server_stream_call(
+def raw_server_stream_call(ctx: CallContext, request: Message) -> UpstreamStream:
+    """Start the route's server-streaming call; responses arrive as undecoded bytes.
+
+    A shareable route (sharing on) gets a SharedCall on the app's Share call for the request;
+    any other a private call."""
+    shares = ctx.request.app.get(STREAM_SHARES)
+    if shares is not None and shares.serves(ctx.route):
+        return shares.call(ctx, request, lambda: _private_raw_call(ctx, request))
+    return _private_raw_call(ctx, request)
+
+
+def _private_raw_call(
     ctx: CallContext, request: Message
 ) -> grpc.aio.UnaryStreamCall[Message, bytes]:
-    """Start the route's server-streaming call; responses arrive as undecoded bytes."""
     callable_ = ctx.upstream.raw_unary_stream(ctx.route)
     return callable_(request, metadata=ctx.metadata, timeout=ctx.timeout)
 
