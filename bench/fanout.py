@@ -1,7 +1,10 @@
 """Scenario "fanout": one room, many subscribers, one publisher at a fixed rate.
 
 For each subscriber count (100 and 1,000; 5,000 with --full) and each path — SSE through the
-gateway, and gRPC Subscribe straight to the service — a fresh service (and gateway) is
+gateway with shared upstream streams (the default: one StreamShareService call carries the
+room for all of the gateway's subscribers), SSE through a gateway started with ``--no-share``
+(one upstream Subscribe per subscriber), and gRPC Subscribe straight to the service — a fresh
+service (and gateway) is
 started, the subscribers connect from receiver processes (never the gateway's), and once all
 are subscribed the publisher posts ``messages`` messages over gRPC at ``rate``/s, each text
 ``"<seq> <send time ns>"``. Reported: deliveries/s (all deliveries over first send → last
@@ -80,18 +83,30 @@ Observer = Callable[[list[Server], Callable[[], None]], None]
 """Runs the publish step itself, e.g. under a profiler of the servers (bench.profiling)."""
 
 
+PATHS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gateway_sse": ("sse", ()),
+    "gateway_sse_private": ("sse", ("--no-share",)),
+    "direct_grpc": ("grpc", ()),
+}
+"""Result key → (receiver transport, extra gateway flags)."""
+
+
 def _one_run(
     transport: str,
     subscribers: int,
     duration_s: float,
     scratch: Path,
     observe: Observer | None = None,
+    gateway_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     rate = OFFERED_DELIVERIES_PER_S / subscribers
     messages = max(10, round(rate * duration_s))
     room_id = f"fanout{subscribers}"
     room = f"rooms/{room_id}"
-    with stack(scratch, gateway=transport == "sse") as (service, gateway):
+    with stack(scratch, gateway=transport == "sse", gateway_args=gateway_args) as (
+        service,
+        gateway,
+    ):
         create_room(service.address, room_id)
         target = gateway.url if gateway is not None else service.address
         servers = [s for s in (gateway, service) if s is not None]
@@ -165,13 +180,18 @@ def run(*, full: bool, scratch: Path) -> dict[str, Any]:
     duration_s = 10.0 if full else 4.0
     rows: dict[str, dict[str, Any]] = {}
     for subscribers in counts:
-        sse = _one_run("sse", subscribers, duration_s, scratch)
-        direct = _one_run("grpc", subscribers, duration_s, scratch)
+        runs = {
+            key: _one_run(transport, subscribers, duration_s, scratch, gateway_args=args)
+            for key, (transport, args) in PATHS.items()
+        }
+        sse, private = runs["gateway_sse"], runs["gateway_sse_private"]
         rows[str(subscribers)] = {
-            "gateway_sse": sse,
-            "direct_grpc": direct,
+            **runs,
             "sse_vs_grpc_deliveries_per_s": ratio(
-                sse["deliveries_per_s"], direct["deliveries_per_s"]
+                sse["deliveries_per_s"], runs["direct_grpc"]["deliveries_per_s"]
+            ),
+            "shared_vs_private_deliveries_per_s": ratio(
+                sse["deliveries_per_s"], private["deliveries_per_s"]
             ),
         }
     at_1000 = rows["1000"]["gateway_sse"]

@@ -27,12 +27,15 @@ WARMUP_CONNECTIONS = 10
 SETTLE_S = 1.0
 IDLE_CPU_WINDOW_S = 2.0
 TARGET_KB_PER_SSE = 50.0
-KINDS = {
-    "sse": "gateway_sse",
-    "ws": "gateway_websocket",
-    "ws-plain": "gateway_websocket_no_deflate",
-    "grpc": "direct_grpc",
+KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gateway_sse": ("sse", ()),
+    "gateway_sse_private": ("sse", ("--no-share",)),
+    "gateway_websocket": ("ws", ()),
+    "gateway_websocket_no_deflate": ("ws-plain", ()),
+    "direct_grpc": ("grpc", ()),
 }
+"""Result key → (receiver transport, extra gateway flags). ``gateway_sse`` shares one upstream
+call per room (the default); ``gateway_sse_private`` runs the gateway with ``--no-share``."""
 
 
 def _rss(servers: list[Server]) -> dict[str, int]:
@@ -58,9 +61,12 @@ def _crowd(plan: Plan, timeout_s: float) -> tuple[bool, list[str]]:
     return ready, errors
 
 
-def _one(transport: str, count: int, scratch: Path) -> dict[str, Any]:
+def _one(
+    transport: str, count: int, scratch: Path, gateway_args: tuple[str, ...]
+) -> dict[str, Any]:
     room_id = f"idle{transport}"
-    with stack(scratch, gateway=transport != "grpc") as (service, gateway):
+    gateway_on = transport != "grpc"
+    with stack(scratch, gateway=gateway_on, gateway_args=gateway_args) as (service, gateway):
         create_room(service.address, room_id)
         target = gateway.url if gateway is not None else service.address
         servers = [s for s in (gateway, service) if s is not None]
@@ -97,12 +103,17 @@ def _one(transport: str, count: int, scratch: Path) -> dict[str, Any]:
 
 def run(*, full: bool, scratch: Path) -> dict[str, Any]:
     count = 5_000 if full else 1_000
-    rows = {label: _one(transport, count, scratch) for transport, label in KINDS.items()}
+    rows = {
+        label: _one(transport, count, scratch, args) for label, (transport, args) in KINDS.items()
+    }
     sse = rows["gateway_sse"]["total_kb_per_connection"]
     rows_out: dict[str, Any] = {
         "connections": count,
         "runs": rows,
         "sse_vs_direct_grpc_kb": ratio(sse, rows["direct_grpc"]["total_kb_per_connection"]),
+        "shared_vs_private_sse_kb": ratio(
+            sse, rows["gateway_sse_private"]["total_kb_per_connection"]
+        ),
         "websocket_vs_sse_kb": ratio(rows["gateway_websocket"]["total_kb_per_connection"], sse),
         "target": f"<= {TARGET_KB_PER_SSE:.0f} KB per idle SSE subscriber (gateway + service) "
         "at 5,000",

@@ -130,9 +130,10 @@ def start_service(scratch: Path, *extra: str) -> Server:
     return start("service", argv, scratch, http=False)
 
 
-def start_gateway(scratch: Path, backend: str) -> Server:
+def start_gateway(scratch: Path, backend: str, args: Sequence[str] = ()) -> Server:
+    """``python -m gateway`` in front of ``backend``; ``args`` are extra flags (``--no-share``)."""
     argv = [sys.executable, "-m", "gateway", "--backend", backend, "--listen", "127.0.0.1:0"]
-    return start("gateway", [*argv, *_no_auth("gateway")], scratch, http=True)
+    return start("gateway", [*argv, *_no_auth("gateway"), *args], scratch, http=True)
 
 
 def start_aiohttp_baseline(scratch: Path, backend: str) -> Server:
@@ -151,13 +152,15 @@ def running(*servers: Server) -> Iterator[tuple[Server, ...]]:
 
 
 @contextmanager
-def stack(scratch: Path, *, gateway: bool = True) -> Iterator[tuple[Server, Server | None]]:
+def stack(
+    scratch: Path, *, gateway: bool = True, gateway_args: Sequence[str] = ()
+) -> Iterator[tuple[Server, Server | None]]:
     """A fresh service and (optionally) a gateway in front of it; both stopped on exit."""
     service = start_service(scratch)
     front: Server | None = None
     try:
         if gateway:
-            front = start_gateway(scratch, service.address)
+            front = start_gateway(scratch, service.address, gateway_args)
         yield service, front
     finally:
         if front is not None:

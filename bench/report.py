@@ -62,7 +62,12 @@ def _plot_rest(data: dict[str, Any], axes: list[Axes]) -> None:
 
 def _plot_fanout(data: dict[str, Any], axes: list[Axes]) -> None:
     counts = list(data["runs"])
-    paths = {"gateway SSE": "gateway_sse", "direct gRPC": "direct_grpc"}
+    paths = {
+        "gateway SSE (shared)": "gateway_sse",
+        "gateway SSE (--no-share)": "gateway_sse_private",
+        "direct gRPC": "direct_grpc",
+    }
+    paths = {k: v for k, v in paths.items() if all(v in data["runs"][c] for c in data["runs"])}
     rate = {
         k: [data["runs"][c][v]["deliveries_per_s"] or 0 for c in counts] for k, v in paths.items()
     }

@@ -56,7 +56,9 @@ def _fanout(data: dict[str, Any]) -> list[str]:
         "order violations", "stream errors",
     )  # fmt: skip
     for count, block in data["runs"].items():
-        for path in ("gateway_sse", "direct_grpc"):
+        for path in ("gateway_sse", "gateway_sse_private", "direct_grpc"):
+            if path not in block:  # results written before --no-share existed
+                continue
             run, lat = block[path], block[path]["latency"]
             rate = f"{_fmt(run['deliveries_per_s'])} ({_fmt(run['offered_deliveries_per_s'])})"
             lines.append(
@@ -65,14 +67,26 @@ def _fanout(data: dict[str, Any]) -> list[str]:
             )  # fmt: skip
         ratio = _fmt(block["sse_vs_grpc_deliveries_per_s"], "x")
         lines.append(_row(count, "SSE/gRPC ratio", ratio, "", "", "", "", ""))
+        if "shared_vs_private_deliveries_per_s" in block:
+            shared = _fmt(block["shared_vs_private_deliveries_per_s"], "x")
+            lines.append(_row(count, "shared/private SSE ratio", shared, "", "", "", "", ""))
     lines.append("")
     for count, block in data["runs"].items():
         sse = block["gateway_sse"]
         cpu = sse.get("gateway_cpu_s_per_1k_deliveries")
-        lines.append(
+        service_cpu = sse.get("service_cpu_s_per_1k_deliveries")
+        line = (
             f"- {count} subscribers: exactly once in order: {sse['exactly_once_in_order']}; "
-            f"gateway CPU per delivery {_fmt(cpu)} ms"
+            f"CPU per delivery gateway {_fmt(cpu)} ms, service {_fmt(service_cpu)} ms"
         )
+        private = block.get("gateway_sse_private")
+        if private is not None:
+            line += (
+                f"; with --no-share: exactly once in order {private['exactly_once_in_order']}, "
+                f"gateway {_fmt(private.get('gateway_cpu_s_per_1k_deliveries'))} ms, "
+                f"service {_fmt(private.get('service_cpu_s_per_1k_deliveries'))} ms"
+            )
+        lines.append(line)
     return lines
 
 
@@ -93,6 +107,7 @@ def _idle(data: dict[str, Any]) -> list[str]:
     lines.append("")
     lines.append(
         f"- SSE/direct gRPC memory: {_fmt(data['sse_vs_direct_grpc_kb'], 'x')}; "
+        f"shared/private SSE memory: {_fmt(data.get('shared_vs_private_sse_kb'), 'x')}; "
         f"WebSocket/SSE: {_fmt(data['websocket_vs_sse_kb'], 'x')}"
     )
     return lines
