@@ -58,7 +58,7 @@ _INFRASTRUCTURE_PREFIXES = (
     "switchboard.gateway.v1.StreamShareService",
 )
 # Referenced so the extensions are registered before any options are parsed.
-_EXTENSIONS = (annotations_pb2.http, options_pb2.sse, options_pb2.auth)
+_EXTENSIONS = (annotations_pb2.http, options_pb2.sse, options_pb2.auth, options_pb2.share)
 
 
 class DescriptorError(Exception):

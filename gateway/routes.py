@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from google.api import http_pb2
 from google.protobuf import descriptor_pb2
@@ -37,6 +38,7 @@ from google.protobuf.message import Message
 from gateway.descriptors import http_rule, method_options
 from gateway.fieldpath import resolve
 from gateway.httprule import ConflictError, PathTemplate, RouteTable, TemplateError
+from gateway.sse import SseMapping, SseOptionsError
 from switchboard.gateway.v1 import options_pb2
 
 __all__ = [
@@ -111,6 +113,9 @@ def _is_set(message: Message, path: tuple[FieldDescriptor, ...]) -> bool:
     return any(field.number == path[-1].number for field, _ in parent.ListFields())
 
 
+NO_SSE_OPTIONS: Final = SseMapping()  # frozen: one instance serves every route without them
+
+
 @dataclass(frozen=True)
 class Route:
     """One HTTP binding of one gRPC method."""
@@ -127,6 +132,7 @@ class Route:
     auth: options_pb2.AuthRule | None = None
     auto_mapped: bool = False
     share: ShareRule | None = None  # set when callers may share one upstream call
+    sse_mapping: SseMapping = NO_SSE_OPTIONS  # the SseOptions checked against the method's types
 
 
 def build_route_table(
@@ -216,7 +222,17 @@ def _make_route(
         auth=auth,
         auto_mapped=auto,
         share=share,
+        sse_mapping=_sse_mapping(method, sse),
     )
+
+
+def _sse_mapping(method: MethodDescriptor, sse: options_pb2.SseOptions | None) -> SseMapping:
+    """The method's SseOptions compiled once; a path that names no usable field is a
+    start-up error naming the method (never a 500 at request time)."""
+    try:
+        return SseMapping.compile(sse, request=method.input_type, response=method.output_type)
+    except SseOptionsError as exc:
+        raise RouteError(f"{method.full_name}: {exc}") from exc
 
 
 def _share_rule(

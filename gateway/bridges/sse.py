@@ -39,7 +39,6 @@ from gateway.bridges.streaming import (
 from gateway.sse import (
     ResumeCursorError,
     SseMapping,
-    SseOptionsError,
     encode_comment,
     encode_error,
     encode_event,
@@ -101,13 +100,7 @@ def _without_cursor_parameter(ctx: CallContext) -> CallContext:
 
 async def serve_sse(ctx: CallContext) -> web.StreamResponse:
     """Serve a server-streaming call as Server-Sent Events."""
-    method = ctx.route.method
-    try:
-        mapping = SseMapping.compile(
-            ctx.route.sse, request=method.input_type, response=method.output_type
-        )
-    except SseOptionsError as exc:
-        return status_response(grpc.StatusCode.INTERNAL, f"{method.full_name}: {exc}")
+    mapping = ctx.route.sse_mapping  # compiled and checked with the route table
     request = await read_request(_without_cursor_parameter(ctx))
     if isinstance(request, web.Response):
         return request
@@ -115,8 +108,6 @@ async def serve_sse(ctx: CallContext) -> web.StreamResponse:
         cursor = resume_cursor(ctx)
         if cursor:
             mapping.apply_resume(request, cursor)
-    except SseOptionsError as exc:
-        return status_response(grpc.StatusCode.INTERNAL, f"{method.full_name}: {exc}")
     except ResumeCursorError as exc:
         return status_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     settings, live = stream_runtime(ctx.request)

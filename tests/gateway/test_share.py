@@ -726,6 +726,25 @@ def test_start_up_decides_which_routes_share() -> None:
         _table_with(bad_resume)
 
 
+def test_sse_options_naming_no_field_stop_the_gateway_at_start_up() -> None:
+    """A typo in SseOptions is found when the route table is built, naming the method and the
+    option, not as a 500 on the first subscriber's request."""
+
+    def bad_id(method: descriptor_pb2.MethodDescriptorProto) -> None:
+        if method.name == "StreamEverything":
+            method.options.Extensions[options_pb2.sse].id_field = "no_such_id"
+
+    with pytest.raises(RouteError, match=r"StreamEverything: SseOptions.id_field 'no_such_id'"):
+        _table_with(bad_id)
+
+    def good(method: descriptor_pb2.MethodDescriptorProto) -> None:
+        if method.name == "StreamEverything":
+            method.options.Extensions[options_pb2.sse].event_field = "kind"
+
+    routes = {route.method.name: route for _, _, route in _table_with(good).routes()}
+    assert routes["StreamEverything"].sse_mapping.event_name is not None
+
+
 def test_subscribers_differing_only_in_their_cursor_share_a_request() -> None:
     services = from_modules(("switchboard.v1.chat_pb2",))
     table = build_route_table(services, backend_of=lambda _: "b")
