@@ -120,6 +120,10 @@ def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "gateway_vs_aiohttp_rps": ratio(gateway, rows.get("aiohttp-baseline", {}).get("rps")),
         "gateway_vs_direct_grpc_rps": ratio(gateway, rows.get("direct-grpc", {}).get("rps")),
         "gateway_vs_grpc_gateway_rps": ratio(gateway, rows.get("grpc-gateway", {}).get("rps")),
+        # The hand-written aiohttp + grpc.aio front against Go: what the libraries allow.
+        "aiohttp_vs_grpc_gateway_rps": ratio(
+            rows.get("aiohttp-baseline", {}).get("rps"), rows.get("grpc-gateway", {}).get("rps")
+        ),
     }
     base_cpu = rows.get("aiohttp-baseline", {}).get("front_cpu_s_per_1k")
     out["gateway_vs_aiohttp_cpu_per_1k"] = ratio(
@@ -171,12 +175,32 @@ def run(*, full: bool, scratch: Path) -> dict[str, Any]:
             if peer is not None:
                 peer.stop()
             baseline.stop()
-    worst = [m["ratios"]["gateway_vs_aiohttp_rps"] for m in result["methods"].values()]
-    result["target"] = "gateway requests/s >= 1.0x the aiohttp baseline for every method"
-    result["target_met"] = all(value is not None and value >= 1.0 for value in worst)
-    if result["target_met"] and any(value < 1.05 for value in worst if value is not None):
-        result["target_note"] = (
+    result.update(_verdict(result["methods"], peer_built=peer is not None))
+    return result
+
+
+def _verdict(methods: dict[str, Any], *, peer_built: bool) -> dict[str, Any]:
+    """The target has two halves: >= 1.0x the aiohttp baseline and >= 1.0x grpc-gateway, for
+    every method. Each half is reported on its own; the target is met when both are."""
+    vs_aiohttp = [m["ratios"]["gateway_vs_aiohttp_rps"] for m in methods.values()]
+    vs_peer = [m["ratios"]["gateway_vs_grpc_gateway_rps"] for m in methods.values()]
+    aiohttp_met = all(value is not None and value >= 1.0 for value in vs_aiohttp)
+    peer_met = all(value is not None and value >= 1.0 for value in vs_peer) if peer_built else None
+    notes = [
+        f"vs aiohttp baseline {'met' if aiohttp_met else 'MISSED'}",
+        "vs grpc-gateway not measured (make bench-peers)"
+        if peer_met is None
+        else f"vs grpc-gateway {'met' if peer_met else 'MISSED'}",
+    ]
+    if aiohttp_met and any(value < 1.05 for value in vs_aiohttp if value is not None):
+        notes.append(
             "within 5 % of the baseline: inside run-to-run noise on a shared 2-core machine; "
             "read front_cpu_s_per_1k (CPU per request) for the steadier comparison"
         )
-    return result
+    return {
+        "target": "gateway requests/s >= 1.0x the aiohttp baseline and >= 1.0x grpc-gateway "
+        "for every method",
+        "target_met": peer_met if aiohttp_met else False,  # None: half of it unmeasured
+        "target_parts": {"aiohttp_baseline": aiohttp_met, "grpc_gateway": peer_met},
+        "target_note": "; ".join(notes),
+    }

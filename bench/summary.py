@@ -43,7 +43,8 @@ def _rest(data: dict[str, Any]) -> list[str]:
             f"- {method}: gateway/aiohttp req/s **{_fmt(r['gateway_vs_aiohttp_rps'], 'x')}**, "
             f"gateway/direct gRPC {_fmt(r['gateway_vs_direct_grpc_rps'], 'x')}, "
             f"gateway/grpc-gateway {_fmt(r['gateway_vs_grpc_gateway_rps'], 'x')}, "
-            f"CPU per request gateway/aiohttp {_fmt(r['gateway_vs_aiohttp_cpu_per_1k'], 'x')}"
+            f"CPU per request gateway/aiohttp {_fmt(r['gateway_vs_aiohttp_cpu_per_1k'], 'x')}; "
+            f"aiohttp baseline/grpc-gateway {_fmt(r.get('aiohttp_vs_grpc_gateway_rps'), 'x')}"
         )
     lines.append(f"- grpc-gateway peer: {data.get('grpc_gateway')}")
     return lines
