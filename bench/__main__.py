@@ -3,8 +3,9 @@
 Quick profile (default, under 5 minutes on 2 cores): 100 and 1,000 SSE subscribers, 1,000
 idle connections, short REST runs. ``--full``: 5,000 subscribers and idle connections,
 longer runs. ``--only transcode,engine`` runs just those scenarios (results in
-``<profile>-<names>.json``; summary.md is written only by a complete run). ``--profile``
-records py-spy profiles of the gateway for every scenario that missed its target.
+``<profile>-<names>.json``; summary.md, or summary-full.md for ``--full``, is written only
+by a complete run). ``--profile`` records py-spy profiles of the gateway for every scenario
+that missed its target.
 A scenario that fails is recorded as an error with its traceback and the run goes on;
 the exit status is 1 when any scenario failed to run (a missed target is not a failure).
 """
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(results, args.out / f"{name}.json")
     plots = report.write_plots(results, args.out, name)
     text = summary.render(results)
-    if args.only is None:
-        (args.out / "summary.md").write_text(text)
+    if args.only is None:  # the quick profile's page is summary.md, the full one's summary-full.md
+        (args.out / ("summary-full.md" if args.full else "summary.md")).write_text(text)
     print(text)
     print(f"bench: wrote {args.out / (name + '.json')} and {len(plots)} plot(s)")
     failed = [n for n, data in results["scenarios"].items() if "error" in data]
