@@ -65,13 +65,16 @@ async def running_server(
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     auth: AuthConfig | None = None,
+    port: int = 0,
 ) -> AsyncIterator[ServerHandle]:
-    """Starts a server on 127.0.0.1:0 (``config.listen`` is ignored) and yields a handle.
+    """Starts a server on 127.0.0.1:``port`` (``config.listen`` is ignored; 0, the default,
+    lets the kernel choose; a fixed port restarts a backend where clients expect it) and
+    yields a handle.
 
     ``auth`` adds the AuthInterceptor (before ``interceptors``)."""
     async with AsyncExitStack() as stack:
         guards = await stack.enter_async_context(guarded(auth)) if auth is not None else ()
-        async with _running(config, engine, (*guards, *interceptors)) as handle:
+        async with _running(config, engine, (*guards, *interceptors), port) as handle:
             yield handle
 
 
@@ -80,8 +83,9 @@ async def _running(
     config: ServiceConfig | None,
     engine: Engine | None,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]],
+    port: int,
 ) -> AsyncIterator[ServerHandle]:
-    config = dataclasses.replace(config or ServiceConfig(), listen="127.0.0.1:0")
+    config = dataclasses.replace(config or ServiceConfig(), listen=f"127.0.0.1:{port}")
     own_engine = engine is None
     if engine is None:
         engine = MemoryEngine(config.engine_config())

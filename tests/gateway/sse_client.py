@@ -14,9 +14,12 @@ unterminated event at the end of the stream is dropped.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -119,3 +122,38 @@ async def events_of(
     async for chunk in chunks:
         for event in parser.feed(chunk):
             yield event
+
+
+EPHEMERAL = frozenset({"member_joined", "member_left", "typing"})
+"""Switchboard's event types whose arrival depends on timing (presence, typing)."""
+
+
+class EventReader:
+    """Reads one SSE response (an aiohttp ClientResponse) with the parser above."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.parser = SseParser()
+        self._ready: deque[ServerSentEvent] = deque()
+
+    async def next(self, seconds: float = 5.0) -> ServerSentEvent:
+        """The next event that is not ephemeral (presence and typing depend on timing)."""
+        async with asyncio.timeout(seconds):
+            while True:
+                while not self._ready:
+                    chunk = await self.response.content.readany()
+                    if not chunk:
+                        raise EOFError("the stream ended")
+                    self._ready.extend(self.parser.feed(chunk))
+                event = self._ready.popleft()
+                if event.type not in EPHEMERAL:
+                    return event
+
+    async def rest(self, seconds: float = 5.0) -> list[ServerSentEvent]:
+        """Every event until the stream ends, ephemeral ones included."""
+        events = list(self._ready)
+        async with asyncio.timeout(seconds):
+            async for chunk in self.response.content.iter_any():
+                events.extend(self.parser.feed(chunk))
+        self._ready.clear()
+        return events

@@ -17,43 +17,11 @@ from services.testing import ServerHandle, running_server
 from switchboard.v1 import chat_pb2, presence_pb2, rooms_pb2
 from tests.gateway.conftest import echo_settings
 from tests.gateway.echo_backend import EchoServer
-from tests.gateway.sse_client import ServerSentEvent, SseParser
+from tests.gateway.sse_client import EPHEMERAL, EventReader
 from tests.gateway.stream_gateway import Gateway, eventually, running_gateway
 
 SSE = {"Accept": "text/event-stream"}
 ROOM = "rooms/lobby"
-EPHEMERAL = frozenset({"member_joined", "member_left", "typing"})
-
-
-class EventReader:
-    """Reads one SSE response with the standards-following parser."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self.response = response
-        self.parser = SseParser()
-        self._ready: list[ServerSentEvent] = []
-
-    async def next(self, seconds: float = 5.0) -> ServerSentEvent:
-        """The next event, skipping presence and typing (they depend on timing)."""
-        async with asyncio.timeout(seconds):
-            while True:
-                while not self._ready:
-                    chunk = await self.response.content.readany()
-                    if not chunk:
-                        raise EOFError("the stream ended")
-                    self._ready.extend(self.parser.feed(chunk))
-                event = self._ready.pop(0)
-                if event.type not in EPHEMERAL:
-                    return event
-
-    async def rest(self, seconds: float = 5.0) -> list[ServerSentEvent]:
-        """Every event until the stream ends."""
-        async with asyncio.timeout(seconds):
-            events = list(self._ready)
-            async for chunk in self.response.content.iter_any():
-                events.extend(self.parser.feed(chunk))
-        self._ready = []
-        return events
 
 
 @pytest.fixture

@@ -32,30 +32,24 @@ from gateway.descriptors import DEFAULT_MODULES, from_modules, pool_from_files
 from gateway.routes import RouteError, build_route_table
 from gateway.upstream import Upstream
 from services.config import ServiceConfig
-from services.engine.memory import MemoryEngine
-from services.server import build_server
 from services.testing import ServerHandle, running_server
 from switchboard.gateway.v1 import options_pb2
 from switchboard.v1 import (
     chat_pb2,
-    chat_pb2_grpc,
     presence_pb2,
-    presence_pb2_grpc,
     rooms_pb2,
-    rooms_pb2_grpc,
 )
 from tests.gateway.conftest import echo_settings
 from tests.gateway.echo_backend import EchoServer
 from tests.gateway.everything import DESCRIPTOR_SET
 from tests.gateway.signing import deployment_config, token
-from tests.gateway.sse_client import ServerSentEvent, SseParser
+from tests.gateway.sse_client import EPHEMERAL, EventReader, ServerSentEvent
 from tests.gateway.stream_gateway import Gateway, eventually, running_gateway
 
 ROOM = "rooms/lobby"
 SSE = {"Accept": "text/event-stream"}
 SHARE = "/switchboard.gateway.v1.StreamShareService/Share"
 SUBSCRIBE = "/switchboard.v1.ChatService/Subscribe"
-EPHEMERAL = frozenset({"member_joined", "member_left", "typing"})
 STREAMS = StreamSettings(heartbeat=0.2, retry_ms=500)
 
 
@@ -74,35 +68,12 @@ class CallCounter(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # gene
         return await continuation(details)
 
 
-class Stream:
+class Stream(EventReader):
     """One SSE subscriber, read with the standards-following parser."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self.response = response
-        self.parser = SseParser()
-        self._ready: collections.deque[ServerSentEvent] = collections.deque()
-
-    async def next(self, seconds: float = 5.0) -> ServerSentEvent:
-        """The next event that is not ephemeral (presence and typing depend on timing)."""
-        async with asyncio.timeout(seconds):
-            while True:
-                while not self._ready:
-                    chunk = await self.response.content.readany()
-                    if not chunk:
-                        raise EOFError("the stream ended")
-                    self._ready.extend(self.parser.feed(chunk))
-                event = self._ready.popleft()
-                if event.type not in EPHEMERAL:
-                    return event
 
     async def rest(self, seconds: float = 5.0) -> list[ServerSentEvent]:
         """Every event until the stream ends (ephemeral ones left out)."""
-        events = list(self._ready)
-        async with asyncio.timeout(seconds):
-            async for chunk in self.response.content.iter_any():
-                events.extend(self.parser.feed(chunk))
-        self._ready.clear()
-        return [event for event in events if event.type not in EPHEMERAL]
+        return [event for event in await super().rest(seconds) if event.type not in EPHEMERAL]
 
     async def texts_until(self, last: str, seconds: float = 10.0) -> list[str]:
         """The texts of the posted messages up to and including the one saying ``last``."""
@@ -491,27 +462,8 @@ async def _release(response: aiohttp.ClientResponse) -> None:
 @asynccontextmanager
 async def serving_at(port: int, counter: CallCounter) -> AsyncIterator[ServerHandle]:
     """A new Switchboard service on ``port``: the restarted backend."""
-    config = ServiceConfig(listen=f"127.0.0.1:{port}")
-    engine = MemoryEngine(config.engine_config())
-    switchboard = build_server(config, engine, interceptors=(counter,))
-    await switchboard.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    handle = ServerHandle(
-        address=f"127.0.0.1:{port}",
-        engine=engine,
-        server=switchboard.server,
-        switchboard=switchboard,
-        rooms=rooms_pb2_grpc.RoomServiceStub(channel),
-        chat=chat_pb2_grpc.ChatServiceStub(channel),
-        presence=presence_pb2_grpc.PresenceServiceStub(channel),
-        _channels=[channel],
-    )
-    try:
+    async with running_server(interceptors=(counter,), port=port) as handle:
         yield handle
-    finally:
-        await handle._close()
-        await switchboard.server.stop(None)
-        await engine.close()
 
 
 async def _ndjson_texts(response: aiohttp.ClientResponse, last: str) -> list[str]:
