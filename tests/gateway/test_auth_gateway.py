@@ -32,7 +32,7 @@ from tests.gateway.signing import bad_tokens, deployment_config, rsa_key, token
 from tests.gateway.sse_client import ServerSentEvent, SseParser
 from tests.gateway.stream_gateway import Gateway, running_gateway
 
-BAD_TOKENS = bad_tokens()
+BAD_TOKEN_CASES = list(bad_tokens())  # signed again in each test: nbf/exp are relative to now
 SSE = {"Accept": "text/event-stream"}
 
 
@@ -86,9 +86,9 @@ async def post(gateway: Gateway, headers: dict[str, str], text: str = "hi") -> t
 # --- 401 / 400 / 403 ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", list(BAD_TOKENS))
+@pytest.mark.parametrize("case", BAD_TOKEN_CASES)
 async def test_bad_tokens_get_401_invalid_token(gateway: Gateway, case: str) -> None:
-    bad, says = BAD_TOKENS[case]
+    bad, says = bad_tokens()[case]
     status, body, response = await call(gateway, "GET", "/v1/rooms", bearer(bad))
     assert status == 401
     challenge = response.headers["WWW-Authenticate"]

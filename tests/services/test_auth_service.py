@@ -23,7 +23,7 @@ from tests.gateway.signing import bad_tokens, deployment_config, token
 from tests.services.conftest import ended_with, fails, read, within
 from tests.services.test_grpcurl import grpcurl, json_documents
 
-BAD_TOKENS = bad_tokens()
+BAD_TOKEN_CASES = list(bad_tokens())  # signed again in each test: nbf/exp are relative to now
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -56,11 +56,11 @@ async def post(handle: ServerHandle, text: str, metadata: Metadata) -> chat_pb2.
     return await within(handle.chat.PostMessage(request, metadata=metadata))
 
 
-@pytest.mark.parametrize("case", list(BAD_TOKENS))
+@pytest.mark.parametrize("case", BAD_TOKEN_CASES)
 async def test_bad_tokens_are_unauthenticated_and_never_echoed(
     secured: ServerHandle, case: str
 ) -> None:
-    bad, says = BAD_TOKENS[case]
+    bad, says = bad_tokens()[case]
     request = rooms_pb2.ListRoomsRequest()
     error = await fails(
         secured.rooms.ListRooms(request, metadata=bearer(bad)), grpc.StatusCode.UNAUTHENTICATED
@@ -211,9 +211,9 @@ async def test_grpcurl_with_a_bearer_header(secured: ServerHandle) -> None:
     assert "switchboard.v1.ChatService" in out.split()
 
 
-@pytest.mark.parametrize("case", list(BAD_TOKENS))
+@pytest.mark.parametrize("case", BAD_TOKEN_CASES)
 async def test_grpcurl_bad_tokens_are_unauthenticated(secured: ServerHandle, case: str) -> None:
-    bad, says = BAD_TOKENS[case]
+    bad, says = bad_tokens()[case]
     code, _, err = await grpcurl(
         "-plaintext",
         "-H",
