@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 from collections import deque
 from collections.abc import AsyncIterator
 
 from services.engine.base import Subscription
 from services.engine.types import Cursor, EngineError, Event, SubscriberOverflow
+
+log = logging.getLogger("services.engine")
+_RELEASING: set[asyncio.Task[None]] = set()  # releases outliving a cancelled close()
 
 
 class BufferedSubscription(Subscription):
@@ -90,11 +94,21 @@ class BufferedSubscription(Subscription):
                     self._waiter = None
 
     async def close(self) -> None:
+        """Detach and release. The release runs to its end even if the closing task is
+        cancelled meanwhile (a client cancelling its call cancels the handler, whose
+        ``finally`` is closing): half a release would leave the user present."""
         if self._closed:
             return
         self._closed = True
         self.detach()
-        await self.release()
+        release = asyncio.ensure_future(self.release())
+        _RELEASING.add(release)
+        release.add_done_callback(_RELEASING.discard)
+        try:
+            await asyncio.shield(release)
+        except asyncio.CancelledError:
+            release.add_done_callback(_log_failure)  # nobody awaits it any more
+            raise
 
     @abc.abstractmethod
     def detach(self) -> None:
@@ -103,3 +117,8 @@ class BufferedSubscription(Subscription):
     @abc.abstractmethod
     async def release(self) -> None:
         """What closing gives back, e.g. the subscriber's presence."""
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("releasing a subscription failed: %r", task.exception())
