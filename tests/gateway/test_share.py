@@ -191,7 +191,7 @@ async def test_forty_subscribers_share_one_call_and_get_every_message_once_in_or
         assert got == in_order[len(in_order) - len(got) :]  # a suffix: all since it joined
     assert counter.calls[SHARE] == 1
     assert counter.calls[SUBSCRIBE] == 0
-    await eventually(lambda: shares(gw) == 0, within=2.0)  # the last one out closed it
+    await eventually(lambda: shares(gw) == 0, within=10.0)  # the last one out closed it
 
 
 async def test_ndjson_and_sse_subscribers_share_one_call(
@@ -344,11 +344,11 @@ async def test_presence_follows_each_subscriber_of_a_shared_call(
                 assert await members_of(service) == ["alice", "bob"]
                 await post_as(service, "hello bob")
                 assert await bob.texts_until("hello bob") == ["hello bob"]
-            await eventually(lambda: _members_are(service, ["alice"]), within=3.0)
+            await eventually(lambda: _members_are(service, ["alice"]), within=10.0)
             await post_as(service, "still here")
             assert await alice.texts_until("still here") == ["hello bob", "still here"]
             assert await members_of(service) == ["alice"]
-        await eventually(lambda: _members_are(service, []), within=3.0)
+        await eventually(lambda: _members_are(service, []), within=10.0)
     assert counter.calls[SHARE] == 1
     assert counter.calls[SUBSCRIBE] == 0
 
@@ -430,7 +430,7 @@ async def test_a_backend_restart_ends_every_stream_and_new_ones_reach_the_new_ba
                 assert data(rest[-1])["code"] == 14  # UNAVAILABLE: EventSource reconnects
             lines = (await asyncio.wait_for(ndjson.read(), 5)).splitlines()
             assert orjson.loads(lines[-1])["error"]["code"] == 14
-            await eventually(lambda: shares(gw) == 0, within=2.0)
+            await eventually(lambda: shares(gw) == 0, within=10.0)
             async with serving_at(port, counter) as second:
                 await second.rooms.CreateRoom(rooms_pb2.CreateRoomRequest(room_id="lobby"))
                 again = await _reconnect(stack, gw)
@@ -487,7 +487,7 @@ async def test_a_slow_reader_is_ended_and_the_others_go_on(counter: CallCounter)
             slow, *fast = [
                 await stack.enter_async_context(gw.session.get(url)) for _ in range(3)
             ]  # NDJSON; the slow one is never read while messages flow
-            await eventually(lambda: attached(gw) == 3, within=2.0)
+            await eventually(lambda: attached(gw) == 3, within=10.0)
             readers = [asyncio.ensure_future(_ndjson_texts(r, "end")) for r in fast]
             big = "x" * 50_000
             count = 0
