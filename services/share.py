@@ -149,7 +149,7 @@ class _Handle:
     """An attached caller: the subscription held for presence, the expiry timer."""
 
     subscription: Subscription
-    expiry: asyncio.Task[None] | None = None
+    expiry: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +191,7 @@ class SharedStream:
         self._live: set[int] = set()
         self._pending: dict[int, int] = {}  # handle → the offset after which it goes live
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(self.QUEUE_SIZE)
+        self._putting: set[asyncio.Task[None]] = set()  # expiries waiting for queue room
 
     async def run(self, requests: AsyncIterator[share_pb2.ShareRequest]) -> AsyncIterator[Response]:
         """Yields responses until the gateway half-closes, the feed ends or a request is wrong."""
@@ -205,9 +206,10 @@ class SharedStream:
                 for response in await self.step(item):
                     yield response
         finally:
-            for task in tasks:
+            waiting = (*tasks, *self._putting)  # nobody reads the queue any more
+            for task in waiting:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*waiting, return_exceptions=True)
 
     async def close(self) -> None:
         """Closes every handle's subscription (presence leaves) and the feed."""
@@ -329,16 +331,21 @@ class SharedStream:
 
     def _expiry(
         self, number: int, handle: _Handle, identity: Identity
-    ) -> asyncio.Task[None] | None:
+    ) -> asyncio.TimerHandle | None:
+        """A timer (not a task: a few hundred bytes per handle) that queues the expiry."""
         delay = None if self._auth is None else self._auth.expires_in(identity)
         if delay is None:
             return None
+        loop = asyncio.get_running_loop()
+        return loop.call_later(max(delay, 0.0), self._expire_later, _Expired(number, handle))
 
-        async def expire() -> None:
-            await asyncio.sleep(delay)
-            await self._queue.put(_Expired(number, handle))
-
-        return asyncio.create_task(expire())
+    def _expire_later(self, expired: _Expired) -> None:
+        try:
+            self._queue.put_nowait(expired)
+        except asyncio.QueueFull:  # busy: queue it without blocking the timer callback
+            put = asyncio.ensure_future(self._queue.put(expired))
+            self._putting.add(put)
+            put.add_done_callback(self._putting.discard)
 
     async def _on_expired(self, expired: _Expired) -> Sequence[Response]:
         if self._handles.get(expired.number) is not expired.handle:
