@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from bench import loadgen, peers
-from bench.procs import Server, stack, start_aiohttp_baseline
+from bench.procs import Server, stack, start_aiohttp_baseline, start_gateway
 from bench.stats import ratio
 from switchboard.v1 import rooms_pb2, rooms_pb2_grpc
 
@@ -120,6 +120,12 @@ def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "gateway_vs_aiohttp_rps": ratio(gateway, rows.get("aiohttp-baseline", {}).get("rps")),
         "gateway_vs_direct_grpc_rps": ratio(gateway, rows.get("direct-grpc", {}).get("rps")),
         "gateway_vs_grpc_gateway_rps": ratio(gateway, rows.get("grpc-gateway", {}).get("rps")),
+        # What the unary tunnel is worth: the same gateway making one plain call per request.
+        "gateway_vs_no_tunnel_rps": ratio(gateway, rows.get("gateway-no-tunnel", {}).get("rps")),
+        "no_tunnel_vs_aiohttp_rps": ratio(
+            rows.get("gateway-no-tunnel", {}).get("rps"),
+            rows.get("aiohttp-baseline", {}).get("rps"),
+        ),
         # The hand-written aiohttp + grpc.aio front against Go: what the libraries allow.
         "aiohttp_vs_grpc_gateway_rps": ratio(
             rows.get("aiohttp-baseline", {}).get("rps"), rows.get("grpc-gateway", {}).get("rps")
@@ -162,10 +168,12 @@ def run(*, full: bool, scratch: Path) -> dict[str, Any]:
         assert gateway is not None
         create_room(service.address, ROOM_ID)
         fronts: dict[str, Server] = {"gateway": gateway}
+        plain = start_gateway(scratch, service.address, ["--no-tunnel"])
         baseline = start_aiohttp_baseline(scratch, service.address)
         peer, note = peers.start_grpc_gateway(scratch, service.address)
         result["grpc_gateway"] = note
         try:
+            fronts["gateway-no-tunnel"] = plain
             fronts["aiohttp-baseline"] = baseline
             if peer is not None:
                 fronts["grpc-gateway"] = peer
@@ -175,6 +183,7 @@ def run(*, full: bool, scratch: Path) -> dict[str, Any]:
             if peer is not None:
                 peer.stop()
             baseline.stop()
+            plain.stop()
     result.update(_verdict(result["methods"], peer_built=peer is not None))
     return result
 

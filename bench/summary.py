@@ -27,14 +27,16 @@ def _header(*names: str) -> list[str]:
 
 def _rest(data: dict[str, Any]) -> list[str]:
     lines = ["## REST unary (wrk → front → service)", ""]
-    lines += _header("method", "front", "req/s", "p50 ms", "p99 ms", "front CPU ms/req")
+    lines += _header(
+        "method", "front", "req/s", "p50 ms", "p99 ms", "front CPU ms/req", "service CPU ms/req"
+    )
     for method, block in data["methods"].items():
         for front, run in block["runs"].items():
             lat = run["latency"]
             cpu = run.get("front_cpu_s_per_1k")
             lines.append(
                 _row(method, front, _fmt(run["rps"]), _fmt(lat.get("p50_ms")),
-                     _fmt(lat.get("p99_ms")), _fmt(cpu))
+                     _fmt(lat.get("p99_ms")), _fmt(cpu), _fmt(run.get("service_cpu_s_per_1k")))
             )  # fmt: skip
     lines.append("")
     for method, block in data["methods"].items():
@@ -44,7 +46,9 @@ def _rest(data: dict[str, Any]) -> list[str]:
             f"gateway/direct gRPC {_fmt(r['gateway_vs_direct_grpc_rps'], 'x')}, "
             f"gateway/grpc-gateway {_fmt(r['gateway_vs_grpc_gateway_rps'], 'x')}, "
             f"CPU per request gateway/aiohttp {_fmt(r['gateway_vs_aiohttp_cpu_per_1k'], 'x')}; "
-            f"aiohttp baseline/grpc-gateway {_fmt(r.get('aiohttp_vs_grpc_gateway_rps'), 'x')}"
+            f"aiohttp baseline/grpc-gateway {_fmt(r.get('aiohttp_vs_grpc_gateway_rps'), 'x')}; "
+            f"gateway/gateway --no-tunnel {_fmt(r.get('gateway_vs_no_tunnel_rps'), 'x')}, "
+            f"gateway --no-tunnel/aiohttp {_fmt(r.get('no_tunnel_vs_aiohttp_rps'), 'x')}"
         )
     lines.append(f"- grpc-gateway peer: {data.get('grpc_gateway')}")
     return lines

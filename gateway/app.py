@@ -139,7 +139,7 @@ def build_app(settings: Settings) -> web.Application:
 
 async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    upstream = await Upstream.connect(settings.backend_addresses())
+    upstream = await Upstream.connect(settings.backend_addresses(), tunnel=settings.tunnel)
     try:
         services, origin = await _load_services(settings, upstream)
         table = build_route_table(

@@ -90,6 +90,7 @@ class Settings:
     query: QueryOptions = field(default_factory=QueryOptions)
     auth: AuthConfig | None = None  # None: no token is checked (``--no-auth``)
     streams: StreamSettings = field(default_factory=StreamSettings)
+    tunnel: bool = True  # unary calls through each backend's UnaryTunnelService when it has one
 
     def backend_for(self, service: str) -> str:
         """The backend name serving ``service``: its address list joined with commas."""
@@ -132,6 +133,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "reflection_timeout": (int, float),
     "max_body_bytes": int,
     "cors_allow_credentials": bool,
+    "tunnel": bool,
 }
 _LISTS = ("modules", "header_allowlist", "cors_origins")
 _JSON_KEYS = ("use_proto_names", "emit_unpopulated", "enums_as_ints", "ignore_unknown_fields")
@@ -272,6 +274,12 @@ def argument_parser() -> argparse.ArgumentParser:
         default=None,
         help="one upstream call per stream, even for methods with the share option",
     )
+    add(
+        "--no-tunnel",
+        action="store_true",
+        default=None,
+        help="one plain gRPC call per unary request, even to backends with UnaryTunnelService",
+    )
     add_auth_arguments(parser)
     return parser
 
@@ -298,6 +306,8 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         changes["cors_origins"] = (*settings.cors_origins, *args.cors_origin)
     if args.no_share:
         changes["streams"] = replace(settings.streams, share=False)
+    if args.no_tunnel:
+        changes["tunnel"] = False
     settings = _checked(replace(settings, **changes))
     if not settings.backends:
         raise ConfigError("no backend: pass --backend HOST:PORT or set [backends] in --config")

@@ -51,11 +51,12 @@ DEFAULT_MODULES = (
     "switchboard.v1.presence_pb2",
 )
 # Infrastructure services a reflecting server lists; they never carry HTTP rules, and the
-# gateway's own StreamShareService (share.proto) is for gateways, never served over HTTP.
+# gateway's own StreamShareService and UnaryTunnelService are for gateways, never for HTTP.
 _INFRASTRUCTURE_PREFIXES = (
     "grpc.reflection.",
     "grpc.health.",
     "switchboard.gateway.v1.StreamShareService",
+    "switchboard.gateway.v1.UnaryTunnelService",
 )
 # Referenced so the extensions are registered before any options are parsed.
 _EXTENSIONS = (annotations_pb2.http, options_pb2.sse, options_pb2.auth, options_pb2.share)

@@ -8,6 +8,10 @@ Multicallables are built from the method descriptor (serializer: ``SerializeToSt
 deserializer: the response class from ``message_factory.GetMessageClass``) and cached per method.
 ``raw_unary_stream`` is the server-streaming multicallable without a deserializer: its responses
 are the message bytes as received, for bridges that encode identical messages once.
+``unary`` makes a route's unary call: through the backend's UnaryTunnelService
+(gateway/tunnel.py: many calls share one gRPC call) unless the gateway runs with
+``--no-tunnel`` or the backend lacks it, else as a plain call; either way it gives the response
+message with its header and trailing metadata, or raises ``grpc.aio.AioRpcError``.
 ``share_stream`` is a backend's ``switchboard.gateway.v1.StreamShareService/Share`` bidi method
 (gateway/bridges/share.py), on the same channel as the routes it shares.
 
@@ -31,8 +35,10 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.metadata import Metadata, metadata_pairs
 from gateway.routes import Cardinality, Route
-from switchboard.gateway.v1 import share_pb2
+from gateway.tunnel import TUNNEL_METHOD, Tunnel
+from switchboard.gateway.v1 import share_pb2, tunnel_pb2
 
 __all__ = [
     "SHARE_METHOD",
@@ -42,6 +48,7 @@ __all__ = [
     "ShareStream",
     "StreamStream",
     "StreamUnary",
+    "UnaryReply",
     "UnaryStream",
     "UnaryUnary",
     "Upstream",
@@ -77,6 +84,15 @@ class DeadlinePolicy:
         if requested is not None:
             return requested
         return self.unary if cardinality is Cardinality.UNARY else self.streaming
+
+
+@dataclass(frozen=True, slots=True)
+class UnaryReply:
+    """A unary call that ended OK: the response and the metadata the method sent."""
+
+    response: Message
+    initial_metadata: Metadata
+    trailing_metadata: Metadata
 
 
 def message_class(descriptor: Descriptor) -> type[Message]:
@@ -115,21 +131,34 @@ async def resolve(addresses: Sequence[str]) -> tuple[str, ...]:
 class Upstream:
     """Channels to every backend and the multicallables of every routed method."""
 
-    def __init__(self, channels: Mapping[str, grpc.aio.Channel]) -> None:
+    def __init__(self, channels: Mapping[str, grpc.aio.Channel], *, tunnel: bool = True) -> None:
         self._channels = dict(channels)
         self._callables: dict[str, Multicallable] = {}
         self._unary: dict[str, UnaryUnary] = {}  # the REST hot path: one lookup, no checks
+        self._decoders: dict[str, Callable[[bytes], Message]] = {}
         self._raw_streams: dict[str, RawUnaryStream] = {}
         self._shares: dict[str, ShareStream] = {}
+        self._tunnels: dict[str, Tunnel] = {}
+        if tunnel:
+            for name, channel in self._channels.items():
+                method = channel.stream_stream(
+                    TUNNEL_METHOD,
+                    request_serializer=_serialize,
+                    response_deserializer=tunnel_pb2.TunnelResponse.FromString,
+                )
+                self._tunnels[name] = Tunnel(method, name)
 
     @classmethod
-    async def connect(cls, backends: Mapping[str, Sequence[str]]) -> Upstream:
-        """Open one channel per backend (name → addresses)."""
+    async def connect(
+        cls, backends: Mapping[str, Sequence[str]], *, tunnel: bool = True
+    ) -> Upstream:
+        """Open one channel per backend (name → addresses); ``tunnel`` False: plain unary calls
+        only (``--no-tunnel``)."""
         channels: dict[str, grpc.aio.Channel] = {}
         for name, addresses in backends.items():
             target = channel_target(await resolve(addresses))
             channels[name] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        return cls(channels)
+        return cls(channels, tunnel=tunnel)
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -156,6 +185,33 @@ class Upstream:
             assert isinstance(built, grpc.aio.UnaryUnaryMultiCallable)
             found = self._unary[route.rpc_path] = built
         return found
+
+    def tunnel(self, backend: str) -> Tunnel | None:
+        """The backend's tunnel (None with ``--no-tunnel``); its counters tell how it is used."""
+        return self._tunnels.get(backend)
+
+    async def unary(
+        self, route: Route, request: Message, metadata: Metadata, time_limit: float | None
+    ) -> UnaryReply:
+        """The route's unary call (see the module docstring); raises grpc.aio.AioRpcError."""
+        tunnel = self._tunnels.get(route.backend)
+        if tunnel is not None and tunnel.supported:
+            path = route.rpc_path
+            result = await tunnel.call(path, request.SerializeToString(), metadata, time_limit)
+            if result is not None:
+                decode = self._decoders.get(path)
+                if decode is None:
+                    decode = self._decoders[path] = message_class(
+                        route.method.output_type
+                    ).FromString
+                return UnaryReply(
+                    decode(result.response), result.initial_metadata, result.trailing_metadata
+                )
+        call = self.unary_unary(route)(request, metadata=metadata, timeout=time_limit)
+        response = await call
+        initial = metadata_pairs(await call.initial_metadata())
+        trailing = metadata_pairs(await call.trailing_metadata())
+        return UnaryReply(response, initial, trailing)
 
     def unary_stream(self, route: Route) -> UnaryStream:
         found = self.multicallable(_expect(route, Cardinality.SERVER_STREAMING))
@@ -219,6 +275,7 @@ class Upstream:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def close(self, grace: float | None = None) -> None:
+        await asyncio.gather(*(tunnel.close() for tunnel in self._tunnels.values()))
         await asyncio.gather(*(channel.close(grace) for channel in self._channels.values()))
 
 

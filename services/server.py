@@ -1,16 +1,18 @@
 """Assembles the gRPC server and runs it until SIGTERM/SIGINT.
 
-The server carries the three Switchboard services and StreamShareService, grpc.health.v1
-(SERVING for "" and each service) and server reflection for all of them, so ``grpcurl``
-needs no proto files. Graceful shutdown, in order: health goes NOT_SERVING, the engine
+The server carries the three Switchboard services, StreamShareService, UnaryTunnelService
+(services/tunnel.py: the unary methods of the three, many calls in one call from a gateway),
+grpc.health.v1 (SERVING for "" and each service) and server reflection for all of them, so
+``grpcurl`` needs no proto files. Graceful shutdown, in order: health goes NOT_SERVING, the engine
 closes (every live stream ends with UNAVAILABLE so clients resume elsewhere), then
 ``server.stop(grace)`` lets in-flight unary calls finish.
 
-ChatService and StreamShareService are registered by ``add_bytes_service`` (not the generated
-functions) with the ``wire_bytes`` response serializer, so their streams can yield events
-serialized once per event (see services/convert.py); every other service uses the generated
-registration. StreamShareService (services/share.py) is public to the interceptor; it decides
-each attached caller with the same ``AuthInterceptor.authorize``.
+ChatService, StreamShareService and UnaryTunnelService are registered by ``add_bytes_service``
+(not the generated functions) with the ``wire_bytes`` response serializer, so their streams
+can yield events serialized once per event (see services/convert.py); every other service
+uses the generated registration. StreamShareService (services/share.py) and
+UnaryTunnelService are public to the interceptor; they decide each attached caller and each
+tunnelled call with the same ``AuthInterceptor.authorize``.
 
 Auth: ``guarded(auth)`` opens the shared Authenticator (gateway/authconfig.py) and yields the
 ``AuthInterceptor`` for it; every call is then verified against the method's AuthRule, the
@@ -46,7 +48,8 @@ from services.engine import Engine
 from services.presence import PresenceServicer
 from services.rooms import RoomServicer
 from services.share import ShareServicer
-from switchboard.gateway.v1 import share_pb2
+from services.tunnel import TunnelServicer, UnaryMethod
+from switchboard.gateway.v1 import share_pb2, tunnel_pb2
 from switchboard.v1 import (
     chat_pb2,
     presence_pb2,
@@ -59,12 +62,10 @@ log = logging.getLogger("services")
 
 CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
 SHARE_SERVICE = share_pb2.DESCRIPTOR.services_by_name["StreamShareService"]
-SERVICES = (
-    rooms_pb2.DESCRIPTOR.services_by_name["RoomService"],
-    CHAT_SERVICE,
-    presence_pb2.DESCRIPTOR.services_by_name["PresenceService"],
-    SHARE_SERVICE,
-)
+TUNNEL_SERVICE = tunnel_pb2.DESCRIPTOR.services_by_name["UnaryTunnelService"]
+ROOM_SERVICE = rooms_pb2.DESCRIPTOR.services_by_name["RoomService"]
+PRESENCE_SERVICE = presence_pb2.DESCRIPTOR.services_by_name["PresenceService"]
+SERVICES = (ROOM_SERVICE, CHAT_SERVICE, PRESENCE_SERVICE, SHARE_SERVICE, TUNNEL_SERVICE)
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 Interceptors: TypeAlias = "tuple[grpc.aio.ServerInterceptor[Any, Any], ...]"  # generic in stubs
@@ -116,6 +117,23 @@ def add_bytes_service(
     server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
 
 
+def unary_methods(
+    servicers: Sequence[tuple[object, ServiceDescriptor]],
+) -> dict[str, UnaryMethod]:
+    """The unary methods of ``servicers`` as UnaryTunnelService runs them (full name → method),
+    with the codec the server registers for them."""
+    return {
+        f"/{service.full_name}/{method.name}": UnaryMethod(
+            getattr(servicer, method.name),
+            GetMessageClass(method.input_type).FromString,
+            wire_bytes,
+        )
+        for servicer, service in servicers
+        for method in service.methods
+        if not method.client_streaming and not method.server_streaming
+    }
+
+
 def _handler_factory(method: MethodDescriptor) -> Callable[..., grpc.RpcMethodHandler[Any, Any]]:
     """grpc's handler constructor for the method's cardinality."""
     if method.client_streaming:
@@ -143,12 +161,19 @@ def build_server(
             ("grpc.max_send_message_length", config.max_receive_message_bytes),
         ],
     )
-    rooms_pb2_grpc.add_RoomServiceServicer_to_server(RoomServicer(engine), server)
+    rooms, presence = RoomServicer(engine), PresenceServicer(engine)
+    rooms_pb2_grpc.add_RoomServiceServicer_to_server(rooms, server)
     chat = ChatServicer(engine, max_message_bytes=config.max_message_bytes)
     add_bytes_service(chat, CHAT_SERVICE, server)
-    presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(engine), server)
+    presence_pb2_grpc.add_PresenceServiceServicer_to_server(presence, server)
     auth = next((i for i in interceptors if isinstance(i, AuthInterceptor)), None)
     add_bytes_service(ShareServicer(engine, auth=auth), SHARE_SERVICE, server)
+    tunnel = TunnelServicer(
+        unary_methods(((rooms, ROOM_SERVICE), (chat, CHAT_SERVICE), (presence, PRESENCE_SERVICE))),
+        auth=auth,
+        max_response_bytes=config.max_receive_message_bytes,
+    )
+    add_bytes_service(tunnel, TUNNEL_SERVICE, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -84,7 +84,7 @@ def _end(handle: int, code: grpc.StatusCode, message: str) -> share_pb2.ShareRes
     return share_pb2.ShareResponse(handles=[handle], end=status)
 
 
-def _metadata(entries: Sequence[share_pb2.ShareMetadata]) -> Metadata:
+def metadata_of(entries: Sequence[share_pb2.ShareMetadata]) -> Metadata:
     """Attach metadata as grpc gives it to a handler: ``-bin`` values bytes, others str."""
     return [
         (e.key, e.value if e.key.endswith("-bin") else e.value.decode("latin-1")) for e in entries
@@ -271,7 +271,7 @@ class SharedStream:
         this call (what an un-intercepted Subscribe sees)."""
         if self._auth is None:
             return self._caller
-        return await self._auth.authorize(SHAREABLE, _metadata(metadata)) or ANONYMOUS
+        return await self._auth.authorize(SHAREABLE, metadata_of(metadata)) or ANONYMOUS
 
     async def _attach(self, attach: share_pb2.ShareAttach) -> Sequence[Response]:
         number = attach.handle

@@ -1,7 +1,8 @@
 """The REST bridge: one JSON request, one unary call, one JSON response.
 
 Steps: read the body (bounded by ``max_body_bytes``, else 413), transcode bindings + query + body
-into the request message, call the method with the context's metadata and deadline, and print
+into the request message, call the method with the context's metadata and deadline
+(``Upstream.unary``: through the backend's UnaryTunnelService when it has one), and print
 the response (or the rule's ``response_body`` field) as JSON; a google.api.HttpBody response is
 written raw with its own content type.
 
@@ -19,7 +20,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from gateway.bridges import JSON, CallContext, register, rpc_error_response, status_response
-from gateway.metadata import Metadata, metadata_pairs, response_headers
+from gateway.metadata import Metadata, response_headers
 from gateway.routes import Cardinality
 from gateway.transcode import (
     TranscodeError,
@@ -111,14 +112,11 @@ async def serve_unary(ctx: CallContext) -> web.StreamResponse:
     request = await read_request(ctx)
     if isinstance(request, web.Response):
         return request
-    call = ctx.upstream.unary_unary(ctx.route)(request, metadata=ctx.metadata, timeout=ctx.timeout)
     try:
-        reply = await call
-        initial = metadata_pairs(await call.initial_metadata())
-        trailing = metadata_pairs(await call.trailing_metadata())
+        reply = await ctx.upstream.unary(ctx.route, request, ctx.metadata, ctx.timeout)
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc, send_trailers=ctx.send_trailers)
-    return _reply_response(ctx, reply, initial, trailing)
+    return _reply_response(ctx, reply.response, reply.initial_metadata, reply.trailing_metadata)
 
 
 def _reply_response(

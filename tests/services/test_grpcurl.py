@@ -52,6 +52,7 @@ async def test_list_shows_every_service(server: ServerHandle) -> None:
         "switchboard.v1.PresenceService",
         "switchboard.v1.RoomService",
         "switchboard.gateway.v1.StreamShareService",
+        "switchboard.gateway.v1.UnaryTunnelService",
     }
 
 
