@@ -14,8 +14,9 @@ whose client went away or whose deadline passed.
 
 When ``call`` returns None the caller makes a plain unary call instead, which happens:
 
-- for a request bigger than ``max_inline`` bytes (a batch stays small; the backend's own
-  message limit then applies to that request alone, as before);
+- for a request bigger than ``max_inline`` bytes (16 KiB: batches stay under 60 KiB, below
+  any sane backend receive limit; the backend's own limit then applies to that request alone,
+  as before);
 - after the backend answered the Tunnel call with UNIMPLEMENTED (it does not implement the
   service): that call and every later one go plain, logged once at WARNING;
 - for calls still waiting to be written when a Tunnel call ended: they never reached the
@@ -46,8 +47,12 @@ log = logging.getLogger("gateway.tunnel")
 
 _SERVICE = tunnel_pb2.DESCRIPTOR.services_by_name["UnaryTunnelService"]
 TUNNEL_METHOD = f"/{_SERVICE.full_name}/Tunnel"
-MAX_INLINE_BYTES = 256 * 1024
-MAX_BATCH_BYTES = 1024 * 1024
+# A backend's receive limit bounds a whole TunnelRequest, and the gateway cannot read it: a
+# batch stays under 60 KiB (gRPC's default limit is 4 MiB; Switchboard's service takes at
+# least 64 KiB more than its largest message text), and a request over 16 KiB goes plain, so
+# the backend's limit applies to it alone, as it always did.
+MAX_INLINE_BYTES = 16 * 1024
+MAX_BATCH_BYTES = 60 * 1024
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
 
@@ -173,9 +178,10 @@ def _take(outbox: list[tunnel_pb2.TunnelCall]) -> list[tunnel_pb2.TunnelCall]:
     requests, at least one call) and returns them."""
     count = size = 0
     for call in outbox:
-        if count and size >= MAX_BATCH_BYTES:
+        grows = call.ByteSize() + 8  # with the field's tag and length
+        if count and size + grows > MAX_BATCH_BYTES:
             break
-        size += len(call.request) + 64
+        size += grows
         count += 1
     calls = outbox[:count]
     del outbox[:count]

@@ -3,9 +3,10 @@
 The server carries the three Switchboard services, StreamShareService, UnaryTunnelService
 (services/tunnel.py: the unary methods of the three, many calls in one call from a gateway),
 grpc.health.v1 (SERVING for "" and each service) and server reflection for all of them, so
-``grpcurl`` needs no proto files. Graceful shutdown, in order: health goes NOT_SERVING, the engine
-closes (every live stream ends with UNAVAILABLE so clients resume elsewhere), then
-``server.stop(grace)`` lets in-flight unary calls finish.
+``grpcurl`` needs no proto files. Graceful shutdown, in order: health goes NOT_SERVING, every
+unary tunnel stops taking calls and finishes its running ones, the engine closes (every live
+stream ends with UNAVAILABLE so clients resume elsewhere), then ``server.stop(grace)`` lets
+in-flight unary calls finish.
 
 ChatService, StreamShareService and UnaryTunnelService are registered by ``add_bytes_service``
 (not the generated functions) with the ``wire_bytes`` response serializer, so their streams
@@ -79,6 +80,7 @@ class SwitchboardServer:
     port: int
     engine: Engine
     health: Any  # grpc_health.v1._async.HealthServicer (untyped)
+    tunnel: TunnelServicer
 
     async def start(self) -> None:
         await self.server.start()
@@ -86,8 +88,10 @@ class SwitchboardServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def shutdown(self, grace: float) -> None:
-        """Health NOT_SERVING, engine closed (streams end UNAVAILABLE), then stop."""
+        """Health NOT_SERVING, tunnels drained (their running calls finish), engine closed
+        (streams end UNAVAILABLE), then stop."""
         await self.health.enter_graceful_shutdown()
+        await self.tunnel.drain(grace)
         await self.engine.close()
         await self.server.stop(grace)
 
@@ -185,7 +189,7 @@ def build_server(
         raise RuntimeError(f"cannot listen on {config.listen!r}: {error}") from None
     if port == 0:
         raise RuntimeError(f"cannot listen on {config.listen!r}")
-    return SwitchboardServer(server, port, engine, health)
+    return SwitchboardServer(server, port, engine, health, tunnel)
 
 
 def listen_address(config: ServiceConfig, port: int) -> str:

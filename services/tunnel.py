@@ -15,9 +15,14 @@ Each ``TunnelCall`` runs as if it had arrived on its own:
   ``time_remaining``), bounded by the call's own timeout (DEADLINE_EXCEEDED);
 - a cancel from the gateway cancels that task and no reply is sent.
 
-Replies ready together go back in one ``TunnelResponse`` (at most ``BATCH_BYTES`` of
-responses per message, a larger single one alone); a response bigger than the server's send
-limit fails that call alone with RESOURCE_EXHAUSTED instead of ending the tunnel. When the
+At shutdown (``drain``, before the engine closes) every tunnel stops reading, lets its running
+calls finish and reply, and ends OK, so the server's stop does not wait out its grace period on
+tunnels and no running call is cut by the engine closing.
+
+Replies ready together go back in one ``TunnelResponse`` that stays within the server's send
+limit (and ``BATCH_BYTES``); a reply that alone would pass the send limit fails that call with
+RESOURCE_EXHAUSTED instead of ending the tunnel. The call's timeout counts from when the
+service reads the call, authorization included. When the
 gateway half-closes, the calls still running finish and their replies are sent; when the
 tunnel call is cancelled, every running call is cancelled.
 
@@ -40,7 +45,7 @@ from google.rpc import status_pb2
 
 from gateway.auth import AuthError
 from services.auth import PUBLIC_SERVICES, AuthInterceptor
-from services.identity import CURRENT_IDENTITY
+from services.identity import ANONYMOUS, CURRENT_IDENTITY
 from services.share import metadata_of
 from switchboard.gateway.v1 import share_pb2, tunnel_pb2
 
@@ -154,12 +159,33 @@ class TunnelServicer:
         self._methods = dict(methods)
         self._auth = auth
         self._max_response = max_response_bytes
+        self._sessions: set[_Session] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def Tunnel(
         self, request_iterator: AsyncIterator[tunnel_pb2.TunnelRequest], context: Context
     ) -> None:
         session = _Session(self, context)
-        await session.run(request_iterator)
+        self._sessions.add(session)
+        self._idle.clear()
+        try:
+            await session.run(request_iterator)
+        finally:
+            self._sessions.discard(session)
+            if not self._sessions:
+                self._idle.set()
+
+    async def drain(self, grace: float) -> None:
+        """Shutdown: every tunnel stops taking calls, finishes its running ones and ends;
+        waits up to ``grace`` seconds for that."""
+        for session in tuple(self._sessions):
+            session.drain()
+        try:
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("%d tunnel call(s) still running after %.1f s", len(self._sessions), grace)
 
     async def reply(self, call: tunnel_pb2.TunnelCall, peer: str) -> tunnel_pb2.TunnelReply:
         """Runs ``call``; its TunnelReply."""
@@ -169,25 +195,23 @@ class TunnelServicer:
                 call.id, grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {call.method}"
             )
         metadata = metadata_of(call.metadata)
-        if self._auth is not None and _service_of(call.method) not in PUBLIC_SERVICES:
-            try:
-                identity = await self._auth.authorize(call.method, metadata)
-            except AuthError as error:
-                return _failed(call.id, grpc.StatusCode[error.grpc_status], error.description)
-            if identity is not None:
-                CURRENT_IDENTITY.set(identity)  # this call's own task
-        try:
-            request = method.deserialize(call.request)
-        except DecodeError:
-            return _failed(
-                call.id, grpc.StatusCode.INTERNAL, f"request of {call.method} does not parse"
-            )
-        timeout = call.timeout.ToTimedelta().total_seconds() if call.HasField("timeout") else None
-        deadline = None if timeout is None else time.monotonic() + timeout
+        timeout = call.timeout.ToNanoseconds() / 1e9 if call.HasField("timeout") else None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout  # authorization counts
+        scope = asyncio.timeout_at(deadline)
         context = TunnelContext(metadata, deadline, peer)
-        scope = asyncio.timeout(timeout)
         try:
             async with scope:
+                if not await self._authorized(call, metadata, context):
+                    return _ended(call.id, context)
+                try:
+                    request = method.deserialize(call.request)
+                except DecodeError:
+                    return _failed(
+                        call.id,
+                        grpc.StatusCode.INTERNAL,
+                        f"request of {call.method} does not parse",
+                    )
                 response = await method.behaviour(request, context)
         except _Aborted:
             return _ended(call.id, context)
@@ -200,21 +224,48 @@ class TunnelServicer:
         code = context.code()
         if code is not None and code is not grpc.StatusCode.OK:
             return _ended(call.id, context)
-        data = method.serialize(response)
-        if len(data) > self._max_response:
-            return _failed(
-                call.id,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"response of {call.method} is {len(data)} bytes, over the limit of "
-                f"{self._max_response}",
-            )
-        return tunnel_pb2.TunnelReply(
+        reply = tunnel_pb2.TunnelReply(
             id=call.id,
             status=_OK,
-            response=data,
+            response=method.serialize(response),
             initial_metadata=_entries(context.initial_metadata()),
             trailing_metadata=_entries(context.trailing_metadata()),
         )
+        size = framed_size(reply)
+        if size > self._max_response:
+            return _failed(
+                call.id,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"response of {call.method} is {size} bytes in the tunnel, over the limit of "
+                f"{self._max_response}",
+            )
+        return reply
+
+    async def _authorized(
+        self, call: tunnel_pb2.TunnelCall, metadata: Metadata, context: TunnelContext
+    ) -> bool:
+        """Decides the call as the interceptor would and sets its identity (this task only);
+        False, with the status in ``context``, when it is refused."""
+        if self._auth is None or _service_of(call.method) in PUBLIC_SERVICES:
+            return True  # the Tunnel call's identity (ANONYMOUS), copied into this task
+        try:
+            identity = await self._auth.authorize(call.method, metadata)
+        except AuthError as error:
+            context.set_code(grpc.StatusCode[error.grpc_status])
+            context.set_details(error.description)
+            return False
+        CURRENT_IDENTITY.set(identity or ANONYMOUS)
+        return True
+
+    @property
+    def batch_limit(self) -> int:
+        """The most bytes of replies one TunnelResponse carries (one larger reply goes alone)."""
+        return min(BATCH_BYTES, self._max_response)
+
+
+def framed_size(reply: tunnel_pb2.TunnelReply) -> int:
+    """The bytes ``reply`` adds to a TunnelResponse (the field's tag and length included)."""
+    return reply.ByteSize() + 8
 
 
 class _Session:
@@ -228,29 +279,48 @@ class _Session:
         self._replies: list[tunnel_pb2.TunnelReply] = []
         self._ready = asyncio.Event()
         self._reading = True
+        self._draining = False
+        self._reader: asyncio.Future[None] | None = None
 
     async def run(self, requests: AsyncIterator[tunnel_pb2.TunnelRequest]) -> None:
         writer = asyncio.ensure_future(self._write())
+        self._reader = asyncio.ensure_future(self._read(requests))
         try:
-            async for request in requests:
-                for number in request.cancel:
-                    task = self._running.pop(number, None)
-                    if task is not None:
-                        task.cancel()
-                for call in request.calls:
-                    if call.id in self._running:
-                        await self._context.abort(
-                            grpc.StatusCode.INVALID_ARGUMENT,
-                            f"calls.id: call {call.id} is already running in this tunnel",
-                        )
-                    self._running[call.id] = asyncio.ensure_future(self._run(call))
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self._draining or (task is not None and task.cancelling()):
+                    raise
             self._reading = False
             self._ready.set()
             await writer  # until every running call has replied
         finally:
             writer.cancel()
+            self._reader.cancel()
             for task in self._running.values():
                 task.cancel()
+
+    def drain(self) -> None:
+        """Stop taking calls (the server is shutting down): the running ones finish and reply,
+        then the tunnel call ends OK; the gateway reports calls it sent after that UNAVAILABLE."""
+        self._draining = True
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def _read(self, requests: AsyncIterator[tunnel_pb2.TunnelRequest]) -> None:
+        async for request in requests:
+            for number in request.cancel:
+                task = self._running.pop(number, None)
+                if task is not None:
+                    task.cancel()
+            for call in request.calls:
+                if call.id in self._running:
+                    await self._context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"calls.id: call {call.id} is already running in this tunnel",
+                    )
+                self._running[call.id] = asyncio.ensure_future(self._run(call))
 
     async def _run(self, call: tunnel_pb2.TunnelCall) -> None:
         try:
@@ -267,14 +337,16 @@ class _Session:
             await self._ready.wait()
             self._ready.clear()
             replies, self._replies = self._replies, []
+            limit = self._servicer.batch_limit
             batch: list[tunnel_pb2.TunnelReply] = []
             size = 0
             for reply in replies:
-                if batch and size >= BATCH_BYTES:
+                grows = framed_size(reply)
+                if batch and size + grows > limit:
                     await self._context.write(tunnel_pb2.TunnelResponse(replies=batch))
                     batch, size = [], 0
                 batch.append(reply)
-                size += len(reply.response) + 64
+                size += grows
             if batch:
                 await self._context.write(tunnel_pb2.TunnelResponse(replies=batch))
 
