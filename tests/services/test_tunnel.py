@@ -559,6 +559,26 @@ async def test_half_closing_still_delivers_every_reply_then_ends_ok(stalling: St
     assert tunnel.counts() == {1: 1, 2: 1}
 
 
+async def test_shutdown_lets_a_running_call_finish_then_ends_the_tunnel_ok(
+    stalling: Stalling,
+) -> None:
+    async with tunnel_to(stalling.server) as tunnel:
+        async with stalling.writes_paused():
+            await tunnel.send(tunnel_call(1, CHAT + "PostMessage", post_request("last words")))
+            await asyncio.sleep(0.2)  # the call reaches the paused Redis (nothing to await on)
+            started = time.monotonic()
+            stopping = asyncio.ensure_future(stalling.server.shutdown(grace=20))
+            await asyncio.sleep(0.2)
+            assert not stopping.done()  # drain waits for the running call
+            assert 1 not in tunnel.replies
+        posted = response_of(await tunnel.reply(1), chat_pb2.Message)
+        assert posted.text == "last words"  # not cut by the engine closing
+        assert await tunnel.ended() is None  # the tunnel ended OK, not at the grace's end
+        await within(stopping)
+        assert time.monotonic() - started < 10
+    assert tunnel.counts() == {1: 1}
+
+
 async def test_an_id_already_in_flight_ends_the_tunnel_invalid_argument(
     stalling: Stalling,
 ) -> None:
