@@ -10,7 +10,9 @@ deserializer: the response class from ``message_factory.GetMessageClass``) and c
 are the message bytes as received, for bridges that encode identical messages once.
 ``unary`` makes a route's unary call: through the backend's UnaryTunnelService
 (gateway/tunnel.py: many calls share one gRPC call) unless the gateway runs with
-``--no-tunnel`` or the backend lacks it, else as a plain call; either way it gives the response
+``--no-tunnel`` or the backend lacks it, else as a plain call (with what is left of the
+deadline when the tunnel handed it back); a backend with several addresses has one tunnel per
+address, each on a channel of its own; either way it gives the response
 message with its header and trailing metadata, or raises ``grpc.aio.AioRpcError``.
 ``share_stream`` is a backend's ``switchboard.gateway.v1.StreamShareService/Share`` bidi method
 (gateway/bridges/share.py), on the same channel as the routes it shares.
@@ -37,7 +39,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.metadata import Metadata, metadata_pairs
 from gateway.routes import Cardinality, Route
-from gateway.tunnel import TUNNEL_METHOD, Tunnel
+from gateway.tunnel import TUNNEL_METHOD, Tunnel, TunnelPool
 from switchboard.gateway.v1 import share_pb2, tunnel_pb2
 
 __all__ = [
@@ -131,22 +133,25 @@ async def resolve(addresses: Sequence[str]) -> tuple[str, ...]:
 class Upstream:
     """Channels to every backend and the multicallables of every routed method."""
 
-    def __init__(self, channels: Mapping[str, grpc.aio.Channel], *, tunnel: bool = True) -> None:
+    def __init__(
+        self,
+        channels: Mapping[str, grpc.aio.Channel],
+        *,
+        tunnels: Mapping[str, Sequence[grpc.aio.Channel]] | None = None,
+    ) -> None:
+        """``tunnels``: per backend, the channels to open tunnels on (one per address)."""
         self._channels = dict(channels)
         self._callables: dict[str, Multicallable] = {}
         self._unary: dict[str, UnaryUnary] = {}  # the REST hot path: one lookup, no checks
         self._decoders: dict[str, Callable[[bytes], Message]] = {}
         self._raw_streams: dict[str, RawUnaryStream] = {}
         self._shares: dict[str, ShareStream] = {}
-        self._tunnels: dict[str, Tunnel] = {}
-        if tunnel:
-            for name, channel in self._channels.items():
-                method = channel.stream_stream(
-                    TUNNEL_METHOD,
-                    request_serializer=_serialize,
-                    response_deserializer=tunnel_pb2.TunnelResponse.FromString,
-                )
-                self._tunnels[name] = Tunnel(method, name)
+        self._tunnels: dict[str, TunnelPool] = {}
+        self._tunnel_channels: list[grpc.aio.Channel] = []
+        for name, members in (tunnels or {}).items():
+            pool = [Tunnel(_tunnel_method(member), name) for member in members]
+            self._tunnels[name] = TunnelPool(pool)
+            self._tunnel_channels.extend(m for m in members if m is not self._channels.get(name))
 
     @classmethod
     async def connect(
@@ -155,10 +160,19 @@ class Upstream:
         """Open one channel per backend (name → addresses); ``tunnel`` False: plain unary calls
         only (``--no-tunnel``)."""
         channels: dict[str, grpc.aio.Channel] = {}
+        tunnels: dict[str, list[grpc.aio.Channel]] = {}
         for name, addresses in backends.items():
-            target = channel_target(await resolve(addresses))
+            resolved = await resolve(addresses)
+            target = channel_target(resolved)
             channels[name] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        return cls(channels, tunnel=tunnel)
+            if tunnel and len(resolved) == 1:
+                tunnels[name] = [channels[name]]
+            elif tunnel:  # one tunnel per address: a tunnel's stream reaches one server
+                tunnels[name] = [
+                    grpc.aio.insecure_channel(channel_target([address]), options=CHANNEL_OPTIONS)
+                    for address in resolved
+                ]
+        return cls(channels, tunnels=tunnels)
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -186,7 +200,7 @@ class Upstream:
             found = self._unary[route.rpc_path] = built
         return found
 
-    def tunnel(self, backend: str) -> Tunnel | None:
+    def tunnel(self, backend: str) -> TunnelPool | None:
         """The backend's tunnel (None with ``--no-tunnel``); its counters tell how it is used."""
         return self._tunnels.get(backend)
 
@@ -197,7 +211,11 @@ class Upstream:
         tunnel = self._tunnels.get(route.backend)
         if tunnel is not None and tunnel.supported:
             path = route.rpc_path
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             result = await tunnel.call(path, request.SerializeToString(), metadata, time_limit)
+            if result is None and time_limit is not None:  # plain after all: what is left
+                time_limit = max(0.0, time_limit - (loop.time() - started))
             if result is not None:
                 decode = self._decoders.get(path)
                 if decode is None:
@@ -276,13 +294,24 @@ class Upstream:
 
     async def close(self, grace: float | None = None) -> None:
         await asyncio.gather(*(tunnel.close() for tunnel in self._tunnels.values()))
-        await asyncio.gather(*(channel.close(grace) for channel in self._channels.values()))
+        channels = (*self._channels.values(), *self._tunnel_channels)
+        await asyncio.gather(*(channel.close(grace) for channel in channels))
 
 
 def _expect(route: Route, cardinality: Cardinality) -> Route:
     if route.cardinality is not cardinality:
         raise TypeError(f"{route.rpc_path} is {route.cardinality.value}, not {cardinality.value}")
     return route
+
+
+def _tunnel_method(
+    channel: grpc.aio.Channel,
+) -> grpc.aio.StreamStreamMultiCallable[tunnel_pb2.TunnelRequest, tunnel_pb2.TunnelResponse]:
+    return channel.stream_stream(
+        TUNNEL_METHOD,
+        request_serializer=_serialize,
+        response_deserializer=tunnel_pb2.TunnelResponse.FromString,
+    )
 
 
 def _serialize(message: Message) -> bytes:

@@ -44,6 +44,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from gateway.auth import AuthError
+from gateway.tunnel import OPENED_KEY
 from services.auth import PUBLIC_SERVICES, AuthInterceptor
 from services.identity import ANONYMOUS, CURRENT_IDENTITY
 from services.share import metadata_of
@@ -166,6 +167,7 @@ class TunnelServicer:
     async def Tunnel(
         self, request_iterator: AsyncIterator[tunnel_pb2.TunnelRequest], context: Context
     ) -> None:
+        await context.send_initial_metadata(((OPENED_KEY, "1"),))  # the gateway may now write
         session = _Session(self, context)
         self._sessions.add(session)
         self._idle.clear()
