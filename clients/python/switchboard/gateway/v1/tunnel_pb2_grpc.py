@@ -49,11 +49,17 @@ class UnaryTunnelServiceServicer:
     """
 
     def Tunnel(self, request_iterator, context):
-        """Any number of TunnelRequest messages, each answered by replies in later
-        TunnelResponse messages (exactly one reply per call, unless it is
+        """The backend accepts the call by sending header metadata
+        "switchboard-tunnel: 1" at once; the gateway writes nothing before it, so
+        a call refused at open (UNIMPLEMENTED, or an interceptor's UNAUTHENTICATED
+        or PERMISSION_DENIED) carried no unary call, and the gateway makes them
+        plain. Then any number of TunnelRequest messages, each answered by replies
+        in later TunnelResponse messages (exactly one reply per call, unless it is
         cancelled first). The call itself needs no token: each call is authorized
-        from its own metadata. When the tunnel call ends, calls without a reply
-        have failed (the gateway reports UNAVAILABLE for them).
+        from its own metadata. The backend ends the call OK only after it stopped
+        reading and answered every call it read (draining at shutdown), so calls
+        without a reply then never ran; when it ends with an error, calls without
+        a reply may have run (the gateway reports UNAVAILABLE for them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

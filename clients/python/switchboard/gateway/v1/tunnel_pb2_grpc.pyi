@@ -48,11 +48,17 @@ class UnaryTunnelServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UnaryTunnelServiceAsyncStub: ...
     Tunnel: _grpc.StreamStreamMultiCallable[_tunnel_pb2.TunnelRequest, _tunnel_pb2.TunnelResponse]
-    """Any number of TunnelRequest messages, each answered by replies in later
-    TunnelResponse messages (exactly one reply per call, unless it is
+    """The backend accepts the call by sending header metadata
+    "switchboard-tunnel: 1" at once; the gateway writes nothing before it, so
+    a call refused at open (UNIMPLEMENTED, or an interceptor's UNAUTHENTICATED
+    or PERMISSION_DENIED) carried no unary call, and the gateway makes them
+    plain. Then any number of TunnelRequest messages, each answered by replies
+    in later TunnelResponse messages (exactly one reply per call, unless it is
     cancelled first). The call itself needs no token: each call is authorized
-    from its own metadata. When the tunnel call ends, calls without a reply
-    have failed (the gateway reports UNAVAILABLE for them).
+    from its own metadata. The backend ends the call OK only after it stopped
+    reading and answered every call it read (draining at shutdown), so calls
+    without a reply then never ran; when it ends with an error, calls without
+    a reply may have run (the gateway reports UNAVAILABLE for them).
     """
 
 @_typing.type_check_only
@@ -63,11 +69,17 @@ class UnaryTunnelServiceAsyncStub(UnaryTunnelServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Tunnel: _aio.StreamStreamMultiCallable[_tunnel_pb2.TunnelRequest, _tunnel_pb2.TunnelResponse]  # type: ignore[assignment]
-    """Any number of TunnelRequest messages, each answered by replies in later
-    TunnelResponse messages (exactly one reply per call, unless it is
+    """The backend accepts the call by sending header metadata
+    "switchboard-tunnel: 1" at once; the gateway writes nothing before it, so
+    a call refused at open (UNIMPLEMENTED, or an interceptor's UNAUTHENTICATED
+    or PERMISSION_DENIED) carried no unary call, and the gateway makes them
+    plain. Then any number of TunnelRequest messages, each answered by replies
+    in later TunnelResponse messages (exactly one reply per call, unless it is
     cancelled first). The call itself needs no token: each call is authorized
-    from its own metadata. When the tunnel call ends, calls without a reply
-    have failed (the gateway reports UNAVAILABLE for them).
+    from its own metadata. The backend ends the call OK only after it stopped
+    reading and answered every call it read (draining at shutdown), so calls
+    without a reply then never ran; when it ends with an error, calls without
+    a reply may have run (the gateway reports UNAVAILABLE for them).
     """
 
 class UnaryTunnelServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -81,11 +93,17 @@ class UnaryTunnelServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_tunnel_pb2.TunnelRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tunnel_pb2.TunnelResponse], _abc.AsyncIterator[_tunnel_pb2.TunnelResponse]]:
-        """Any number of TunnelRequest messages, each answered by replies in later
-        TunnelResponse messages (exactly one reply per call, unless it is
+        """The backend accepts the call by sending header metadata
+        "switchboard-tunnel: 1" at once; the gateway writes nothing before it, so
+        a call refused at open (UNIMPLEMENTED, or an interceptor's UNAUTHENTICATED
+        or PERMISSION_DENIED) carried no unary call, and the gateway makes them
+        plain. Then any number of TunnelRequest messages, each answered by replies
+        in later TunnelResponse messages (exactly one reply per call, unless it is
         cancelled first). The call itself needs no token: each call is authorized
-        from its own metadata. When the tunnel call ends, calls without a reply
-        have failed (the gateway reports UNAVAILABLE for them).
+        from its own metadata. The backend ends the call OK only after it stopped
+        reading and answered every call it read (draining at shutdown), so calls
+        without a reply then never ran; when it ends with an error, calls without
+        a reply may have run (the gateway reports UNAVAILABLE for them).
         """
 
 def add_UnaryTunnelServiceServicer_to_server(servicer: UnaryTunnelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
