@@ -150,6 +150,7 @@ class RoomView {
     this.closed = false;
     this.olderToken = "";
     this.members = new Set();
+    this.membersAsked = 0;
     this.typers = new Map(); // user → timer clearing their indicator
     this.typingSent = false;
     this.typingTimer = 0;
@@ -296,9 +297,10 @@ class RoomView {
   // --- presence and typing (the Converse WebSocket) ---
 
   async loadMembers() {
+    const asked = ++this.membersAsked; // answers can cross: only the latest one counts
     try {
       const { members = [] } = await api.listMembers(this.room);
-      if (!this.alive()) return;
+      if (!this.alive() || asked !== this.membersAsked) return;
       this.members = new Set(members.map((member) => member.user));
       this.showMembers();
     } catch (error) {
@@ -315,7 +317,10 @@ class RoomView {
   }
 
   showMembers() {
-    const items = [...this.members].sort().map((user) => {
+    // This page's own subscription makes its user present; a list fetched a moment before the
+    // service counted it (or a member_joined sent before the conversation opened) still shows them.
+    const present = new Set(me ? [...this.members, me] : this.members);
+    const items = [...present].sort().map((user) => {
       const item = document.createElement("li");
       item.textContent = user === me ? `${user} (you)` : user || "anonymous";
       return item;
