@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -58,6 +58,7 @@ __all__ = [
     "Tunnel",
     "TunnelPool",
     "TunnelResult",
+    "metadata_entries",
 ]
 
 log = logging.getLogger("gateway.tunnel")
@@ -257,7 +258,7 @@ class Tunnel:
             return None
         number = next(self._ids)
         call = tunnel_pb2.TunnelCall(
-            id=number, method=method, request=request, metadata=_entries(metadata)
+            id=number, method=method, request=request, metadata=metadata_entries(metadata)
         )
         if time_limit is not None:  # the call's deadline: the backend's and the gateway's
             call.timeout.CopyFrom(_duration(time_limit))
@@ -345,7 +346,10 @@ class TunnelPool:
         await asyncio.gather(*(tunnel.close() for tunnel in self.tunnels))
 
 
-def _entries(metadata: Metadata) -> list[share_pb2.ShareMetadata]:
+def metadata_entries(
+    metadata: Iterable[tuple[str, str | bytes]],
+) -> list[share_pb2.ShareMetadata]:
+    """Metadata pairs as ShareMetadata entries (the Share and Tunnel contracts' form)."""
     return [
         share_pb2.ShareMetadata(key=key, value=value.encode() if isinstance(value, str) else value)
         for key, value in metadata

@@ -44,11 +44,11 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from gateway.auth import AuthError
-from gateway.tunnel import OPENED_KEY
+from gateway.tunnel import OPENED_KEY, metadata_entries
 from services.auth import PUBLIC_SERVICES, AuthInterceptor
 from services.identity import ANONYMOUS, CURRENT_IDENTITY
 from services.share import metadata_of
-from switchboard.gateway.v1 import share_pb2, tunnel_pb2
+from switchboard.gateway.v1 import tunnel_pb2
 
 __all__ = ["BATCH_BYTES", "TunnelContext", "TunnelServicer", "UnaryMethod"]
 
@@ -230,8 +230,8 @@ class TunnelServicer:
             id=call.id,
             status=_OK,
             response=method.serialize(response),
-            initial_metadata=_entries(context.initial_metadata()),
-            trailing_metadata=_entries(context.trailing_metadata()),
+            initial_metadata=metadata_entries(context.initial_metadata()),
+            trailing_metadata=metadata_entries(context.trailing_metadata()),
         )
         size = framed_size(reply)
         if size > self._max_response:
@@ -357,13 +357,6 @@ def _service_of(rpc_path: str) -> str:
     return rpc_path.lstrip("/").partition("/")[0]
 
 
-def _entries(metadata: Metadata) -> list[share_pb2.ShareMetadata]:
-    return [
-        share_pb2.ShareMetadata(key=key, value=value.encode() if isinstance(value, str) else value)
-        for key, value in metadata
-    ]
-
-
 def _failed(number: int, code: grpc.StatusCode, message: str) -> tunnel_pb2.TunnelReply:
     status = status_pb2.Status(code=code.value[0], message=message)
     return tunnel_pb2.TunnelReply(id=number, status=status)
@@ -375,8 +368,8 @@ def _ended(number: int, context: TunnelContext) -> tunnel_pb2.TunnelReply:
     return tunnel_pb2.TunnelReply(
         id=number,
         status=status,
-        initial_metadata=_entries(context.initial_metadata()),
-        trailing_metadata=_entries(context.trailing_metadata()),
+        initial_metadata=metadata_entries(context.initial_metadata()),
+        trailing_metadata=metadata_entries(context.trailing_metadata()),
     )
 
 

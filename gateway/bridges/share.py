@@ -50,6 +50,7 @@ from gateway.metadata import Metadata, metadata_pairs
 from gateway.routes import Route
 from gateway.status import DETAILS_METADATA_KEY
 from gateway.transcode import status_from_parts
+from gateway.tunnel import metadata_entries
 from switchboard.gateway.v1 import share_pb2
 
 __all__ = ["PrivateCall", "SharedCall", "StreamShares"]
@@ -231,12 +232,7 @@ class _Hub:
         handle = next(self._numbers)
         caller = SharedCall(self, handle, self._limit, private_call, deadline)
         self._handles[handle] = caller
-        entries = [
-            share_pb2.ShareMetadata(
-                key=key, value=value.encode() if isinstance(value, str) else value
-            )
-            for key, value in metadata
-        ]
+        entries = metadata_entries(metadata)
         attach = share_pb2.ShareAttach(handle=handle, request=request, metadata=entries)
         self._outbox.put_nowait(share_pb2.ShareRequest(attach=attach))
         return caller
