@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
@@ -59,6 +59,20 @@ def configure_logging() -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop for ``event_loop``: uvloop (libuv; ≈ 8-9 % less CPU per REST request
+    than asyncio's loop in bench/, every bridge and grpc.aio work on it) or None, asyncio's own.
+    Without uvloop installed (it has no Windows build) the gateway says so and uses asyncio's."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        print("gateway: uvloop is not installed; using asyncio's event loop", file=sys.stderr)
+        return None
+    return uvloop.new_event_loop
 
 
 async def serve(settings: Settings) -> None:
@@ -107,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging()
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(serve(settings))
     except (DescriptorError, ValueError, OSError) as exc:  # RouteError, ConfigError included
         print(f"gateway: cannot start: {exc}", file=sys.stderr)
         return 1

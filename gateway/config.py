@@ -28,6 +28,7 @@ from gateway.transcode import JsonOptions, QueryOptions
 
 __all__ = [
     "DEFAULT_BACKEND",
+    "EVENT_LOOPS",
     "ConfigError",
     "Settings",
     "argument_parser",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 DEFAULT_BACKEND = "*"
+EVENT_LOOPS = ("uvloop", "asyncio")
 MiB = 1024 * 1024
 
 
@@ -91,6 +93,7 @@ class Settings:
     auth: AuthConfig | None = None  # None: no token is checked (``--no-auth``)
     streams: StreamSettings = field(default_factory=StreamSettings)
     tunnel: bool = True  # unary calls through each backend's UnaryTunnelService when it has one
+    event_loop: str = "uvloop"  # python -m gateway's loop: "uvloop" or "asyncio" (EVENT_LOOPS)
 
     def backend_for(self, service: str) -> str:
         """The backend name serving ``service``: its address list joined with commas."""
@@ -134,6 +137,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "max_body_bytes": int,
     "cors_allow_credentials": bool,
     "tunnel": bool,
+    "event_loop": str,
 }
 _LISTS = ("modules", "header_allowlist", "cors_origins")
 _JSON_KEYS = ("use_proto_names", "emit_unpopulated", "enums_as_ints", "ignore_unknown_fields")
@@ -242,6 +246,10 @@ def _checked(settings: Settings) -> Settings:
         settings = replace(settings, stream_timeout=None)
     if settings.max_body_bytes <= 0:
         raise ConfigError(f"max_body_bytes: must be positive, got {settings.max_body_bytes}")
+    if settings.event_loop not in EVENT_LOOPS:
+        raise ConfigError(
+            f"event_loop: {settings.event_loop!r} is not one of {', '.join(EVENT_LOOPS)}"
+        )
     return settings
 
 
@@ -273,6 +281,11 @@ def argument_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="one upstream call per stream, even for methods with the share option",
+    )
+    add(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        help="the event loop (default uvloop; asyncio: the standard library's)",
     )
     add(
         "--no-tunnel",
@@ -308,6 +321,8 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         changes["streams"] = replace(settings.streams, share=False)
     if args.no_tunnel:
         changes["tunnel"] = False
+    if args.event_loop:
+        changes["event_loop"] = args.event_loop
     settings = _checked(replace(settings, **changes))
     if not settings.backends:
         raise ConfigError("no backend: pass --backend HOST:PORT or set [backends] in --config")

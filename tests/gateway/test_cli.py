@@ -15,8 +15,11 @@ import pytest
 from google.api import http_pb2
 
 from gateway.config import ConfigError, settings_from_args, settings_from_toml
+from services.testing import running_server
+from switchboard.v1 import rooms_pb2
 from tests.gateway.conftest import edited_descriptor_set
 from tests.gateway.echo_backend import EchoServer
+from tests.gateway.sse_client import EventReader
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_WAIT = 30.0
@@ -98,6 +101,7 @@ async def test_conflicting_routes_exit_non_zero(tmp_path: Path) -> None:
         (["--backend", "127.0.0.1:1", "--listen", "nowhere"], "--listen"),
         (["--backend", "localhost"], "localhost"),
         ([], "--backend"),
+        (["--backend", "127.0.0.1:1", "--event-loop", "tokio"], "--event-loop"),
     ],
 )
 async def test_bad_arguments_exit_2_naming_the_option(args: list[str], named: str) -> None:
@@ -120,6 +124,36 @@ async def test_serves_until_sigterm(echo: EchoServer, descriptor_set_file: Path)
             assert (await response.json())["id"] == "cli"
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), STARTUP_WAIT) == 0
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_every_bridge_path_works_on_each_event_loop(loop: str) -> None:
+    """The tunnel (REST unary) and a shared SSE stream, both grpc.aio bidi calls, on each loop."""
+    async with running_server() as service:
+        await service.rooms.CreateRoom(rooms_pb2.CreateRoomRequest(room_id="loops"))
+        args = ("--backend", service.address, "--event-loop", loop)
+        async with _serving(*args) as (process, base), aiohttp.ClientSession() as session:
+            stream = await session.get(
+                f"{base}/v1/rooms/loops:subscribe", headers={"Accept": "text/event-stream"}
+            )
+            events = EventReader(stream)
+            assert (await events.next(10)).type == "subscribed"
+            async with session.post(
+                f"{base}/v1/rooms/loops/messages", json={"text": f"on {loop}"}
+            ) as posted:
+                assert posted.status == 201
+                name = (await posted.json())["name"]
+            event = await events.next(10)
+            assert (event.type, name in event.data, f"on {loop}" in event.data) == (
+                "message_posted",
+                True,
+                True,
+            )
+            async with session.get(f"{base}/v1/rooms/loops") as got:
+                assert (got.status, (await got.json())["lastOffset"]) == (200, "1")
+            stream.close()
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), STARTUP_WAIT) == 0
 
 
 async def test_config_file_drives_the_gateway(
@@ -217,6 +251,7 @@ async def test_refuses_to_start_without_a_key_unless_no_auth_is_given() -> None:
         ("[backends]\n'*' = ['no-port']", "backends.*"),
         ("[json]\nshout = true", "shout"),
         ("unary_timeout = 0", "unary_timeout"),
+        ("event_loop = 'tokio'", "event_loop"),
         ("[auth]\nleeway_seconds = 'long'", "auth.leeway_seconds"),
         ("[auth]\ncolour = 1", "colour"),
     ],
