@@ -229,6 +229,8 @@ def _special_printer(
     if descriptor.file.name == _WRAPPERS_FILE:
         inner = _value_converter(descriptor.fields_by_name["value"], options)
         return lambda message: inner(message.value)  # type: ignore[attr-defined]  # wrapper type
+    if full_name == "google.protobuf.Timestamp":
+        return print_timestamp
     if full_name in _TIME_LIKE:
         return lambda message: message.ToJsonString()  # type: ignore[attr-defined]  # WKT mixin
     if full_name == "google.protobuf.Struct":
@@ -240,6 +242,30 @@ def _special_printer(
     if full_name == "google.protobuf.Any":
         return lambda message: _print_any(message, options)
     return None
+
+
+_SECOND_TEXTS: dict[int, str] = {}  # seconds since the epoch → "YYYY-MM-DDTHH:MM:SS"
+_SECOND_TEXTS_MAX = 4096
+
+
+def print_timestamp(message: Any) -> str:
+    """``Timestamp.ToJsonString()``'s text (and its ValueError for an invalid value), with the
+    date and time of each second formatted once: messages printed together share seconds."""
+    seconds, nanos = message.seconds, message.nanos
+    head = _SECOND_TEXTS.get(seconds)
+    if head is None or not 0 <= nanos < 1_000_000_000:
+        text: str = message.ToJsonString()  # validates, and is the reference
+        if len(_SECOND_TEXTS) >= _SECOND_TEXTS_MAX:
+            _SECOND_TEXTS.clear()
+        _SECOND_TEXTS[seconds] = text[:19]
+        return text
+    if nanos == 0:
+        return head + "Z"
+    if nanos % 1_000_000 == 0:
+        return f"{head}.{nanos // 1_000_000:03d}Z"
+    if nanos % 1_000 == 0:
+        return f"{head}.{nanos // 1_000:06d}Z"
+    return f"{head}.{nanos:09d}Z"
 
 
 def _print_value(message: Any) -> JsonValue:

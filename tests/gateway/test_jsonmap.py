@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from google.protobuf import any_pb2, json_format, struct_pb2
+from google.protobuf import any_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +19,7 @@ from gateway.jsonmap import (
     encode_json,
     message_to_json,
     parse_into,
+    print_timestamp,
 )
 from gateway.transcode import TranscodeError
 from tests.gateway.everything import everything_pb2
@@ -378,3 +379,35 @@ def test_a_non_object_document_for_a_message_is_rejected() -> None:
 def test_well_known_types_decode_from_their_json_forms() -> None:
     value = decode_json_message(struct_pb2.Value.DESCRIPTOR, b'["a", 1]', JsonOptions())
     assert json_format.MessageToDict(value) == ["a", 1.0]
+
+
+_SECONDS = st.integers(min_value=-62_135_596_800, max_value=253_402_300_799)
+_NANOS = st.one_of(
+    st.integers(min_value=0, max_value=999_999_999),
+    st.integers(min_value=0, max_value=999).map(lambda n: n * 1_000_000),
+    st.integers(min_value=0, max_value=999_999).map(lambda n: n * 1_000),
+)
+
+
+@given(st.lists(st.tuples(_SECONDS, _NANOS), min_size=1, max_size=20))
+def test_timestamps_print_as_json_format_also_from_the_second_cache(
+    stamps: list[tuple[int, int]],
+) -> None:
+    for seconds, nanos in stamps + stamps[::-1]:  # the second pass hits the cache
+        stamp = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+        assert print_timestamp(stamp) == stamp.ToJsonString()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"), [(253_402_300_800, 0), (-62_135_596_801, 0), (0, -1), (0, 10**9)]
+)
+def test_invalid_timestamps_are_refused_as_json_format_refuses_them(
+    seconds: int, nanos: int
+) -> None:
+    print_timestamp(timestamp_pb2.Timestamp(seconds=0, nanos=5))  # second 0 is cached now
+    stamp = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    with pytest.raises(ValueError, match="Timestamp is not valid") as expected:
+        stamp.ToJsonString()
+    with pytest.raises(ValueError, match="Timestamp is not valid") as ours:
+        print_timestamp(stamp)
+    assert str(ours.value) == str(expected.value)
