@@ -1,4 +1,5 @@
-// The Switchboard SDK: the generated functions and types, and clients that speak SSE.
+// The Switchboard SDK: the generated functions and types, clients that speak SSE, and the
+// WebSocket calls (./websocket.ts) for the client- and bidi-streaming operations.
 import { client } from './gen/client.gen.js';
 import { type Client, type Config, createClient, createConfig } from './gen/client/index.js';
 import { SSE_ROUTES } from './sse-routes.gen.js';
@@ -6,6 +7,7 @@ import { SSE_ROUTES } from './sse-routes.gen.js';
 export * from './gen/index.js';
 export { client, createClient, createConfig };
 export { SSE_ROUTES };
+export * from './websocket.js';
 
 /**
  * Ask for `text/event-stream` on the server-streaming operations: the gateway answers NDJSON to
