@@ -20,6 +20,11 @@ whose lease is alive, and joined/left are published when it goes 0→1 / 1→0. 
 instance that dies without closing stops renewing; the next instance touching
 that room's presence (a join, a leave, a heartbeat, ListMembers) sweeps it and
 publishes ``left`` for the users it alone held.
+
+Redis down or restarting: a call that cannot reach it raises EngineClosed naming Redis
+(UNAVAILABLE), at once when the connection is refused or reset; a lost reader or pub/sub
+connection ends the streams that depended on it, and the pub/sub connection is replaced on
+the next subscribe, so the process recovers by itself once Redis answers again.
 """
 
 from __future__ import annotations
@@ -27,18 +32,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
+import logging
 import secrets
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import parse_url
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from services.engine import redis_lua
 from services.engine.base import Engine, Subscription
@@ -75,11 +85,14 @@ from services.engine.types import (
     room_not_found,
 )
 
+log = logging.getLogger("services.engine.redis")
 DEFAULT_PREFIX = "switchboard:"
 _COMMAND_CONNECTIONS = 100  # in use at once; more callers wait (a URL's max_connections wins)
 _CONNECTION_WAIT_S = 20.0  # then ConnectionError "No connection available."
 _READER_CONNECTIONS = 100_000  # one per room this process streams: effectively no cap
 _PAGE = 128
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What a Redis that is down, restarting or out of reach raises (refused, reset, timed out)."""
 _SCRIPTS = [
     "STATE",
     "POST",
@@ -88,6 +101,23 @@ _SCRIPTS = [
     "UPDATE_ROOM",
     "DELETE_ROOM",
 ]
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _reaching_redis(
+    method: Callable[Concatenate[RedisEngine, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[RedisEngine, P], Coroutine[Any, Any, T]]:
+    """An engine call whose Redis errors of reach (down, restarting) become EngineClosed."""
+
+    @functools.wraps(method)
+    async def call(engine: RedisEngine, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with engine.reaching_redis():
+            return await method(engine, *args, **kwargs)
+
+    return call
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +149,7 @@ class RedisEngine(Engine):
             decode_responses=True,
             max_connections=_COMMAND_CONNECTIONS,
             timeout=_CONNECTION_WAIT_S,
+            maint_notifications_config=_no_maintenance_notifications(),
         )
         self._redis: Redis = Redis.from_pool(commands)
         self._readers: Redis = Redis.from_pool(_reader_pool(url))
@@ -136,6 +167,17 @@ class RedisEngine(Engine):
             await self._redis.ping()
         except (OSError, RedisError) as error:
             raise RuntimeError(f"cannot reach Redis at {self.address!r}: {error}") from None
+
+    @contextlib.contextmanager
+    def reaching_redis(self) -> Iterator[None]:
+        """Turns a refused, lost or timed-out connection to Redis into EngineClosed
+        (UNAVAILABLE) naming Redis: the call failed, the client retries later."""
+        try:
+            yield
+        except UNREACHABLE as error:
+            raise EngineClosed(
+                f"Redis at {self.address} is unreachable ({error}); retry later"
+            ) from error
 
     def _check_open(self) -> None:
         if self._closed:
@@ -179,6 +221,7 @@ class RedisEngine(Engine):
             last_offset=state.last_offset,
         )
 
+    @_reaching_redis
     async def create_room(
         self,
         room_id: str,
@@ -207,9 +250,11 @@ class RedisEngine(Engine):
             raise AlreadyExists(f"room rooms/{room_id} already exists", field="room_id")
         return await self.get_room(room_id)
 
+    @_reaching_redis
     async def get_room(self, room_id: str) -> RoomRecord:
         return self._record(room_id, await self._state(room_id))
 
+    @_reaching_redis
     async def list_rooms(self, *, after: str, limit: int) -> list[RoomRecord]:
         self._check_open()
         start = f"({after}" if after else "-"
@@ -232,6 +277,7 @@ class RedisEngine(Engine):
                 field="etag",
             )
 
+    @_reaching_redis
     async def update_room(
         self, room_id: str, changes: RoomChanges, *, expected_etag: str = ""
     ) -> RoomRecord:
@@ -251,6 +297,7 @@ class RedisEngine(Engine):
         self._outcome(room_id, outcome)
         return await self.get_room(room_id)
 
+    @_reaching_redis
     async def delete_room(self, room_id: str, *, expected_etag: str = "") -> None:
         keys = self._keys(room_id)
         args = [room_id, expected_etag, keys.key("inst:")]
@@ -266,6 +313,7 @@ class RedisEngine(Engine):
 
     # -- the durable stream --------------------------------------------------
 
+    @_reaching_redis
     async def post_message(
         self,
         room_id: str,
@@ -323,6 +371,7 @@ class RedisEngine(Engine):
                 continue
             return None if new is None else dataclasses.replace(new, epoch=rest[0])
 
+    @_reaching_redis
     async def edit_message(
         self,
         room_id: str,
@@ -336,9 +385,11 @@ class RedisEngine(Engine):
         assert message is not None  # an edit always returns the new state
         return message
 
+    @_reaching_redis
     async def delete_message(self, room_id: str, message_id: str, *, actor: str | None) -> None:
         await self._change(room_id, message_id, actor, None)
 
+    @_reaching_redis
     async def read_history(
         self, room_id: str, *, start_offset: int, forward: bool, limit: int
     ) -> HistoryPage:
@@ -393,6 +444,7 @@ class RedisEngine(Engine):
 
     # -- subscriptions and presence -------------------------------------------
 
+    @_reaching_redis
     async def subscribe(
         self, room_id: str, *, cursor: Cursor | None, user: str | None
     ) -> Subscription:
@@ -441,10 +493,20 @@ class RedisEngine(Engine):
             self._renewer = asyncio.create_task(renew, name="switchboard-lease")
 
     async def _release(self, feed: RoomFeed, user: str | None) -> None:
+        """What closing a subscription gives back. It never fails for want of Redis: the
+        stream's own status is what its client sees, and a Redis that restarted empty holds
+        no presence to release (the local count is dropped either way, so this instance
+        stops renewing a lease for it)."""
         await self._feeds.drop_if_idle(feed)
         if not self._closed and user is not None:
-            await self._presence.leave(feed.room_id, user)
+            try:
+                await self._presence.leave(feed.room_id, user)
+            except UNREACHABLE as error:
+                log.warning(
+                    "presence of %r in rooms/%s not released: %s", user, feed.room_id, error
+                )
 
+    @_reaching_redis
     async def publish_typing(self, room_id: str, *, user: str, active: bool) -> None:
         keys = self._keys(room_id)
         if not await self._redis.exists(keys.key("info")):
@@ -452,6 +514,7 @@ class RedisEngine(Engine):
         payload = {"k": "typing", "u": user, "a": active, "t": time.time_ns()}
         await self._redis.publish(keys.channel, json.dumps(payload))
 
+    @_reaching_redis
     async def list_members(self, room_id: str) -> list[MemberRecord]:
         self._check_open()
         members = await self._presence.members(room_id)
@@ -482,7 +545,16 @@ def _reader_pool(url: str) -> ConnectionPool:
     options["socket_timeout"] = reader_socket_timeout(options.get("socket_timeout"))
     options["max_connections"] = _READER_CONNECTIONS
     options["decode_responses"] = True
+    options["maint_notifications_config"] = _no_maintenance_notifications()
     return ConnectionPool(**options)
+
+
+def _no_maintenance_notifications() -> MaintNotificationsConfig:
+    """Maintenance notifications off (they serve Redis Enterprise/Cloud failovers). With them
+    on ("auto", redis-py's default over RESP3) a pool skips its check that an idle connection
+    is still open, so after Redis restarts the first command on each connection left from
+    before fails ("Connection closed by server"); with them off the pool reconnects it."""
+    return MaintNotificationsConfig(enabled=False)
 
 
 def _redacted(url: str) -> str:

@@ -171,8 +171,9 @@ class RoomFeed:
         self.epoch = epoch
         self.offset = offset
         self.subscribers: set[FeedSubscription] = set()
-        self.ready = asyncio.Event()  # set once the room's pub/sub channel is subscribed
+        self.ready = asyncio.Event()  # set once the room's pub/sub channel is subscribed, or ended
         self.ended = False
+        self.error: EngineError | None = None  # what ended the feed
         self.listening = False  # the room's pub/sub channel was asked for
         self._redis = redis
         self._stream_key = stream_key
@@ -191,6 +192,9 @@ class RoomFeed:
     def end(self, error: EngineError) -> None:
         """Ends every subscriber with ``error``; the feed takes no new ones."""
         self.ended = True
+        if self.error is None:
+            self.error = error
+        self.ready.set()  # a subscribe waiting for the channel learns it ended
         for subscriber in list(self.subscribers):
             subscriber.finish(error)
         self.subscribers.clear()

@@ -9,6 +9,11 @@ gone: streams end NOT_FOUND) and ``epoch`` (Redis lost the stream: streams end
 UNAVAILABLE). Invariants: a feed is only used once Redis has confirmed its channel
 (so a subscriber sees its own ``member_joined``), and a channel is unsubscribed
 only when no current feed needs it.
+
+Losing the pub/sub connection (Redis down, restarting, a network cut) ends every local
+stream with UNAVAILABLE: what was published meanwhile is lost and a restarted Redis may
+have lost the rooms too, so clients resume by cursor and learn which. The connection is
+then dropped and the next subscribe opens a new one (a dead listener is never reused).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
 
 from services.engine.redis_feed import RoomFeed, history_lost, parse_ephemeral
 from services.engine.redis_lua import RoomKeys
@@ -38,6 +42,7 @@ class RoomFeeds:
     def __init__(
         self, redis: Redis, readers: Redis, prefix: str, on_deleted: Callable[[str], None]
     ) -> None:
+        self._redis = redis
         self._readers = readers
         self._prefix = prefix
         self._on_deleted = on_deleted
@@ -47,6 +52,7 @@ class RoomFeeds:
         self._rooms_by_channel: dict[str, str] = {}
         self._channels: set[str] = set()  # the room channels subscribed
         self._listener: asyncio.Task[None] | None = None
+        self._retired: set[asyncio.Task[None]] = set()  # listeners closing a lost connection
         self._closed = False
 
     def feed(self, room_id: str, epoch: str, last_offset: int) -> RoomFeed:
@@ -64,17 +70,30 @@ class RoomFeeds:
         return feed
 
     async def listen(self, feed: RoomFeed) -> None:
-        """Subscribes the feed's channel (once) and waits until Redis confirms it."""
+        """Subscribes the feed's channel (once) and waits until Redis confirms it.
+
+        Raises the feed's end if it ends meanwhile (e.g. the pub/sub connection was lost),
+        EngineClosed if Redis does not confirm in time, and what redis-py raises when it
+        cannot reach Redis."""
         async with self._lock:
             if self._listener is None:
                 await self._pubsub.subscribe(self._prefix + "engine")
-                self._listener = asyncio.create_task(self._listen(), name="switchboard-pubsub")
-            if not feed.listening:
+                listener = self._listen(self._pubsub)
+                self._listener = asyncio.create_task(listener, name="switchboard-pubsub")
+            if not feed.listening and not feed.ended:
                 feed.listening = True
                 channel = RoomKeys(self._prefix, feed.room_id).channel
                 self._channels.add(channel)
                 await self._pubsub.subscribe(channel)
-        await asyncio.wait_for(feed.ready.wait(), _READY_TIMEOUT_S)
+        try:
+            await asyncio.wait_for(feed.ready.wait(), _READY_TIMEOUT_S)
+        except TimeoutError:
+            raise EngineClosed(
+                f"Redis did not confirm the channel of rooms/{feed.room_id} within "
+                f"{_READY_TIMEOUT_S:g} s; retry later"
+            ) from None
+        if feed.error is not None:
+            raise feed.error
 
     def end(self, room_id: str, error: EngineError) -> None:
         feed = self._feeds.pop(room_id, None)
@@ -93,19 +112,40 @@ class RoomFeeds:
         async with self._lock:
             if feed.room_id not in self._feeds and channel in self._channels and not self._closed:
                 self._channels.discard(channel)
-                await self._pubsub.unsubscribe(channel)
+                try:
+                    await self._pubsub.unsubscribe(channel)
+                except Exception as error:  # a broken connection, which the listener replaces
+                    log.warning("could not unsubscribe %s: %r", channel, error)
 
-    async def _listen(self) -> None:
-        """The pub/sub listener; if Redis stays unreachable, local streams end UNAVAILABLE."""
+    async def _listen(self, pubsub: PubSub) -> None:
+        """The pub/sub listener. However it fails (Redis gone, the connection reset), every
+        local stream ends UNAVAILABLE and the connection is replaced by a fresh one that the
+        next subscribe opens."""
         try:
-            await self._route_forever()
-        except (OSError, RedisError) as error:
+            await self._route_forever(pubsub)
+        except Exception as error:  # any failure: events may have been missed meanwhile
             log.error("lost the pub/sub connection to Redis: %s", error)
-            for feed in list(self._feeds.values()):
-                feed.end(EngineClosed(f"lost the connection to Redis ({error}); resume later"))
+            await self._lost(pubsub, error)
 
-    async def _route_forever(self) -> None:
-        async for message in self._pubsub.listen():
+    async def _lost(self, pubsub: PubSub, error: Exception) -> None:
+        """Ends every local stream and drops ``pubsub`` (the listener's) for a new one."""
+        async with self._lock:
+            if self._closed or pubsub is not self._pubsub:
+                return
+            self._pubsub = self._redis.pubsub()
+            if self._listener is not None:  # this task: kept referenced until it ends
+                self._retired.add(self._listener)
+                self._listener.add_done_callback(self._retired.discard)
+            self._listener = None
+            self._channels.clear()
+            feeds, self._feeds = list(self._feeds.values()), {}
+        for feed in feeds:
+            feed.end(EngineClosed(f"lost the connection to Redis ({error}); resume later"))
+        with contextlib.suppress(Exception):  # the connection is broken already
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    async def _route_forever(self, pubsub: PubSub) -> None:
+        async for message in pubsub.listen():
             room_id = self._rooms_by_channel.get(message["channel"])
             feed = self._feeds.get(room_id or "")
             if feed is None or room_id is None:
@@ -134,8 +174,9 @@ class RoomFeeds:
             feed.end(EngineClosed("the server is shutting down; resume from the last event id"))
             await feed.stop()
         self._feeds.clear()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        for listener in [self._listener, *self._retired]:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py

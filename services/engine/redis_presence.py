@@ -51,8 +51,17 @@ class PresenceLeases:
         return RoomKeys(self._prefix, room_id).presence
 
     async def join(self, room_id: str, user: str) -> None:
-        self._local.setdefault(room_id, Counter())[user] += 1
-        await self._join(keys=self._keys(room_id), args=[*self._args(room_id), user, 1])
+        """Counts one more connection of ``user``; if Redis does not take it (down, restarting),
+        it is not counted here either, so no lease is renewed for a connection that failed."""
+        local = self._local.setdefault(room_id, Counter())
+        local[user] += 1
+        try:
+            await self._join(keys=self._keys(room_id), args=[*self._args(room_id), user, 1])
+        except BaseException:
+            local[user] -= 1
+            if local[user] <= 0:
+                del local[user]
+            raise
 
     async def leave(self, room_id: str, user: str, count: int = 1) -> None:
         local = self._local.get(room_id)

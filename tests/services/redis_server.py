@@ -4,6 +4,10 @@
 persistence, in a temporary directory, stopped when the session ends. Tests
 isolate themselves with a fresh key prefix (``fresh_prefix``), never FLUSHALL.
 A missing binary fails loudly: CI installs redis-server.
+
+``RedisProcess`` is that server as an object a test can own: ``start()`` it, stop it
+(``kill()``: SIGKILL; ``shutdown_nosave()``: a clean ``SHUTDOWN NOSAVE``) and
+``start()`` it again on the same port, empty (it keeps nothing on disk).
 """
 
 from __future__ import annotations
@@ -50,19 +54,63 @@ def _wait_for_ping(process: subprocess.Popen[bytes], port: int) -> None:
         time.sleep(0.02)  # polling the condition, not waiting a fixed time
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed; the Redis engine tests need it on PATH")
-    with tempfile.TemporaryDirectory() as workdir:
-        port = _free_port()
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", workdir]
+class RedisProcess:
+    """One ``redis-server`` without persistence on a fixed 127.0.0.1 port (free when made)."""
+
+    def __init__(self, workdir: str, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed; the Redis engine tests need it on PATH")
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port or _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Starts the server (empty) and returns once it answers PING."""
+        assert self._process is None, "redis-server is running already"
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", self.workdir]
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._process = process
         try:
-            _wait_for_ping(process, port)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
+            _wait_for_ping(process, self.port)
+        except BaseException:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: Redis dies at once; clients see their connections reset."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+        if process is not None:
+            process.wait(timeout=START_TIMEOUT_S)
+
+    def shutdown_nosave(self) -> None:
+        """``SHUTDOWN NOSAVE``: Redis closes its clients and exits cleanly, writing nothing."""
+        process, self._process = self._process, None
+        assert process is not None, "redis-server is not running"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            conn.sendall(b"SHUTDOWN NOSAVE\r\n")
+            conn.recv(64)  # EOF once the server has closed its clients (or an error line)
+        process.wait(timeout=START_TIMEOUT_S)
+
+    def terminate(self) -> None:
+        """SIGTERM, as at the end of a session."""
+        process, self._process = self._process, None
+        if process is not None:
             process.terminate()
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as workdir:
+        server = RedisProcess(workdir)
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.terminate()
