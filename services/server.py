@@ -72,24 +72,56 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 Interceptors: TypeAlias = "tuple[grpc.aio.ServerInterceptor[Any, Any], ...]"  # generic in stubs
 
 
+ENGINE_CHECK_S = 1.0  # how often health asks the engine whether its storage answers
+
+
 @dataclass(slots=True)
 class SwitchboardServer:
-    """A built (not yet started) server, its bound port, and what shutdown needs."""
+    """A built (not yet started) server, its bound port, and what shutdown needs.
+
+    Health follows the engine: every ``ENGINE_CHECK_S`` the server asks ``engine.reachable()``
+    and sets "" and every service NOT_SERVING while the storage (Redis) does not answer, SERVING
+    again once it does, so a load balancer's or the gateway's readiness check sees an
+    instance that can only answer UNAVAILABLE."""
 
     server: grpc.aio.Server
     port: int
     engine: Engine
     health: Any  # grpc_health.v1._async.HealthServicer (untyped)
     tunnel: TunnelServicer
+    watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.server.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.watcher = asyncio.ensure_future(self._watch_engine())
+
+    async def _set_health(self, status: Any) -> None:
         for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, status)
+
+    async def _watch_engine(self) -> None:
+        serving = True
+        while True:
+            await asyncio.sleep(ENGINE_CHECK_S)
+            reachable = await self.engine.reachable()
+            if reachable == serving:
+                continue
+            serving = reachable
+            if serving:
+                log.info("engine storage answers again: health SERVING")
+                await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+            else:
+                log.warning("engine storage does not answer: health NOT_SERVING")
+                await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def shutdown(self, grace: float) -> None:
         """Health NOT_SERVING, tunnels drained (their running calls finish), engine closed
         (streams end UNAVAILABLE), then stop."""
+        if self.watcher is not None:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
         await self.health.enter_graceful_shutdown()
         await self.tunnel.drain(grace)
         await self.engine.close()

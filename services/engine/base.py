@@ -137,3 +137,8 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Ends every subscription with EngineClosed and refuses further calls."""
+
+    async def reachable(self) -> bool:
+        """Whether the engine's storage answers now (the server's health follows it); an
+        embedded engine always does."""
+        return True

@@ -91,6 +91,7 @@ _COMMAND_CONNECTIONS = 100  # in use at once; more callers wait (a URL's max_con
 _CONNECTION_WAIT_S = 20.0  # then ConnectionError "No connection available."
 _READER_CONNECTIONS = 100_000  # one per room this process streams: effectively no cap
 _PAGE = 128
+REACHABLE_WAIT_S = 2.0  # a PING slower than this counts as Redis out of reach (health)
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 """What a Redis that is down, restarting or out of reach raises (refused, reset, timed out)."""
 _SCRIPTS = [
@@ -167,6 +168,15 @@ class RedisEngine(Engine):
             await self._redis.ping()
         except (OSError, RedisError) as error:
             raise RuntimeError(f"cannot reach Redis at {self.address!r}: {error}") from None
+
+    async def reachable(self) -> bool:
+        """Whether Redis answers a PING within ``REACHABLE_WAIT_S``."""
+        try:
+            async with asyncio.timeout(REACHABLE_WAIT_S):
+                await self._redis.ping()
+        except (TimeoutError, OSError, RedisError):
+            return False
+        return True
 
     @contextlib.contextmanager
     def reaching_redis(self) -> Iterator[None]:

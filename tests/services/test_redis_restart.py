@@ -4,7 +4,8 @@ Each test owns a redis-server (``RedisProcess``, no persistence), stops it with 
 a clean ``SHUTDOWN NOSAVE`` and starts it again on the same port with no data, and checks
 what a client of the running service sees: while Redis is down every call fails at once
 with UNAVAILABLE naming Redis and live streams (Subscribe, Converse, a gateway's Share) end
-UNAVAILABLE, while the process and its health service stay up; once Redis is back the
+UNAVAILABLE, while the process stays up and its health says NOT_SERVING (SERVING again once
+Redis answers); once Redis is back the
 service works again without a restart, the lost rooms are NOT_FOUND, and a cursor or page
 token from before never resumes in the new history (``recovered: false``;
 FAILED_PRECONDITION ``EPOCH`` for a page token); presence keeps no ghosts.
@@ -137,6 +138,14 @@ async def health_status(service: ServerHandle) -> Any:
     return response.status
 
 
+async def health_becomes(service: ServerHandle, status: Any) -> None:
+    """Health follows the engine's storage within a few of the server's checks."""
+    deadline = time.monotonic() + PROMPT_S
+    while (seen := await health_status(service)) != status:
+        assert time.monotonic() < deadline, f"health still {seen}, expected {status}"
+        await asyncio.sleep(0.1)
+
+
 @stop_modes
 async def test_while_redis_is_down_calls_fail_at_once_and_streams_end_unavailable(
     redis: RedisProcess, service: ServerHandle, stop: Callable[[RedisProcess], None]
@@ -176,9 +185,10 @@ async def test_while_redis_is_down_calls_fail_at_once_and_streams_end_unavailabl
     await refused(service.chat.ListMessages(chat_pb2.ListMessagesRequest(parent=lobby)))
     await refused(service.presence.ListMembers(presence_pb2.ListMembersRequest(parent=lobby)))
     await refused(read(subscribe(service, "cy")))
-    assert await health_status(service) == health_pb2.HealthCheckResponse.SERVING
+    await health_becomes(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     redis.start()  # empty: the rooms are gone, the service was never restarted
+    await health_becomes(service, health_pb2.HealthCheckResponse.SERVING)
     created = await within(service.rooms.CreateRoom(rooms_pb2.CreateRoomRequest(room_id="other")))
     assert created.name == "rooms/other"
     follower = service.chat.Subscribe(
