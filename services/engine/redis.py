@@ -25,6 +25,12 @@ Redis down or restarting: a call that cannot reach it raises EngineClosed naming
 (UNAVAILABLE), at once when the connection is refused or reset; a lost reader or pub/sub
 connection ends the streams that depended on it, and the pub/sub connection is replaced on
 the next subscribe, so the process recovers by itself once Redis answers again.
+
+Redis losing data while it runs (FLUSHALL, eviction, DEL): a room's reader that finds nothing
+for a whole block probes the room (redis_lua.PROBE), and creating a room or opening a new
+epoch announces the epoch on the room's channel, so live streams on a lost room or history
+end UNAVAILABLE (within a block, at once when announced) instead of staying open silently,
+and never see the new history; presence is counted per room creation (redis_presence).
 """
 
 from __future__ import annotations
@@ -158,7 +164,7 @@ class RedisEngine(Engine):
             name: self._redis.register_script(getattr(redis_lua, name)) for name in _SCRIPTS
         }
         self._presence = PresenceLeases(self._redis, prefix, presence_lease_s)
-        self._feeds = RoomFeeds(self._redis, self._readers, prefix, self._presence.forget)
+        self._feeds = RoomFeeds(self._redis, self._readers, prefix)
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -255,7 +261,8 @@ class RedisEngine(Engine):
         pairs = [item for pair in info.items() for item in pair]
         args = [room_id, secrets.token_hex(8), *pairs]
         index = self.prefix + "rooms"
-        created = await self._script("CREATE_ROOM")(keys=[*keys.room[:7], index], args=args)
+        script = self._script("CREATE_ROOM")
+        created = await script(keys=[*keys.room[:7], index, keys.channel], args=args)
         if not created:
             raise AlreadyExists(f"room rooms/{room_id} already exists", field="room_id")
         return await self.get_room(room_id)
@@ -315,11 +322,7 @@ class RedisEngine(Engine):
             keys=[*keys.room, self.prefix + "rooms"], args=args
         )
         self._outcome(room_id, outcome)
-        self._room_gone(room_id)
-
-    def _room_gone(self, room_id: str) -> None:
         self._feeds.end(room_id, NotFound(f"room rooms/{room_id} was deleted", field="room"))
-        self._presence.forget(room_id)
 
     # -- the durable stream --------------------------------------------------
 
@@ -466,8 +469,9 @@ class RedisEngine(Engine):
                 field="cursor",
             )
         feed = self._feeds.feed(room_id, state.epoch, state.last_offset)
+        born = state.info["create_time_ns"]  # which room of that id the presence is in
         subscription = FeedSubscription(
-            feed, self.config.subscriber_buffer, lambda: self._release(feed, user)
+            feed, self.config.subscriber_buffer, lambda: self._release(feed, user, born)
         )
         feed.subscribers.add(subscription)
         try:
@@ -476,7 +480,7 @@ class RedisEngine(Engine):
             replay = await self._replay(feed, cursor, subscription.position.offset)
             subscription.begin(replay, cursor)
             if user is not None:
-                await self._presence.join(room_id, user)
+                await self._presence.join(room_id, user, born)
         except BaseException:
             feed.discard(subscription)
             await self._feeds.drop_if_idle(feed)
@@ -502,7 +506,7 @@ class RedisEngine(Engine):
             renew = self._presence.renew_forever()
             self._renewer = asyncio.create_task(renew, name="switchboard-lease")
 
-    async def _release(self, feed: RoomFeed, user: str | None) -> None:
+    async def _release(self, feed: RoomFeed, user: str | None, born: str) -> None:
         """What closing a subscription gives back. It never fails for want of Redis: the
         stream's own status is what its client sees, and a Redis that restarted empty holds
         no presence to release (the local count is dropped either way, so this instance
@@ -510,7 +514,7 @@ class RedisEngine(Engine):
         await self._feeds.drop_if_idle(feed)
         if not self._closed and user is not None:
             try:
-                await self._presence.leave(feed.room_id, user)
+                await self._presence.leave(feed.room_id, user, born)
             except UNREACHABLE as error:
                 log.warning(
                     "presence of %r in rooms/%s not released: %s", user, feed.room_id, error

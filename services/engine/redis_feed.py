@@ -13,6 +13,11 @@ listener. Invariants:
 - publishers never wait: a subscriber whose buffer is full is ended with
   SubscriberOverflow after what it buffered;
 - an entry from another epoch ends the feed (the history it was reading is gone);
+- a read that found nothing (a whole block without events) is followed by a probe of the
+  room (redis_lua.PROBE: four O(1) commands in one script) that ends the feed when Redis lost
+  the room or its history (FLUSHALL, eviction, DEL), which no read and no pub/sub message
+  would ever tell: the feed never stays open silently on a room that is gone, and notices
+  within one block. A busy room's reads never come back empty and cost nothing more;
 - one XREAD blocks ``BLOCK_S`` at most, on a connection whose socket timeout is
   longer by ``READ_GRACE_S`` or more (``reader_socket_timeout``): a quiet room's read
   returns empty before the client would call the socket dead, so idleness never ends
@@ -166,7 +171,15 @@ class FeedSubscription(BufferedSubscription):
 class RoomFeed:
     """One room's live stream in this process: a reader task and local subscribers."""
 
-    def __init__(self, redis: Redis, room_id: str, stream_key: str, epoch: str, offset: int):
+    def __init__(
+        self,
+        redis: Redis,
+        room_id: str,
+        stream_key: str,
+        epoch: str,
+        offset: int,
+        probe: Callable[[], Awaitable[str]],
+    ) -> None:
         self.room_id = room_id
         self.epoch = epoch
         self.offset = offset
@@ -177,6 +190,7 @@ class RoomFeed:
         self.listening = False  # the room's pub/sub channel was asked for
         self._redis = redis
         self._stream_key = stream_key
+        self._probe = probe  # the room's epoch now ('' when the room is gone)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -228,10 +242,21 @@ class RoomFeed:
             reply = await self._redis.xread(
                 {self._stream_key: f"{self.offset}-0"}, count=_BATCH, block=int(BLOCK_S * 1000)
             )
+            if not reply and not await self._still_there():
+                return
             for _, batch in cast(list[tuple[str, Entries]], reply or []):
                 for entry_id, fields in batch:
                     if not self._take(parse_entry(self.room_id, entry_id, fields)):
                         return
+
+    async def _still_there(self) -> bool:
+        """After an empty read: whether the room and the history this feed follows still exist
+        in Redis; if not, the feed ends (UNAVAILABLE: the client resumes and learns which)."""
+        epoch = await self._probe()
+        if epoch == self.epoch:
+            return True
+        self.end(history_lost(self.room_id) if epoch else room_lost(self.room_id))
+        return False
 
     def _take(self, event: Event) -> bool:
         """Fans ``event`` out; False (the feed ended) on another epoch or a gap."""
@@ -252,6 +277,15 @@ class RoomFeed:
 
 
 def history_lost(room_id: str) -> EngineError:
+    """What ends the streams of a history Redis lost (a new epoch: the room has a new one)."""
     return EngineClosed(
         f"Redis lost the history of rooms/{room_id} (new epoch); resume to reload it"
+    )
+
+
+def room_lost(room_id: str) -> EngineError:
+    """What ends the streams of a room Redis lost altogether (FLUSHALL, its keys evicted)."""
+    return EngineClosed(
+        f"Redis lost rooms/{room_id} with its history; resume to reload it "
+        "(the room is NOT_FOUND until it is created again)"
     )

@@ -5,10 +5,12 @@ connection from ``readers`` (a pool apart from the command pool, so a blocking X
 never holds a connection commands wait for), and one pub/sub connection for the
 whole process, subscribed to the channel of every room with a feed. It routes
 what arrives: ephemeral events to the room's subscribers, ``deleted`` (the room is
-gone: streams end NOT_FOUND) and ``epoch`` (Redis lost the stream: streams end
-UNAVAILABLE). Invariants: a feed is only used once Redis has confirmed its channel
-(so a subscriber sees its own ``member_joined``), and a channel is unsubscribed
-only when no current feed needs it.
+gone: streams end NOT_FOUND) and ``epoch`` (the room has a new epoch: Redis lost the
+history, or the room was lost and created again; streams of another epoch end
+UNAVAILABLE). Both name the epoch they are about, so a message published before this
+process opened a feed of the room's next epoch never ends that feed. Invariants: a feed is
+only used once Redis has confirmed its channel (so a subscriber sees its own
+``member_joined``), and a channel is unsubscribed only when no current feed needs it.
 
 Losing the pub/sub connection (Redis down, restarting, a network cut) ends every local
 stream with UNAVAILABLE: what was published meanwhile is lost and a restarted Redis may
@@ -22,12 +24,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+import secrets
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from services.engine import redis_lua
 from services.engine.redis_feed import RoomFeed, history_lost, parse_ephemeral
 from services.engine.redis_lua import RoomKeys
 from services.engine.types import EngineClosed, EngineError, NotFound
@@ -39,13 +42,11 @@ _READY_TIMEOUT_S = 10.0
 class RoomFeeds:
     """The feeds of the rooms this process streams, by room id."""
 
-    def __init__(
-        self, redis: Redis, readers: Redis, prefix: str, on_deleted: Callable[[str], None]
-    ) -> None:
+    def __init__(self, redis: Redis, readers: Redis, prefix: str) -> None:
         self._redis = redis
         self._readers = readers
+        self._probe = readers.register_script(redis_lua.PROBE)  # run by idle readers
         self._prefix = prefix
-        self._on_deleted = on_deleted
         self._pubsub: PubSub = redis.pubsub()
         self._lock = asyncio.Lock()  # orders (un)subscribe calls on the one connection
         self._feeds: dict[str, RoomFeed] = {}
@@ -63,7 +64,11 @@ class RoomFeeds:
         if feed is not None:
             feed.end(history_lost(room_id))
         keys = RoomKeys(self._prefix, room_id)
-        feed = RoomFeed(self._readers, room_id, keys.key("stream"), epoch, last_offset)
+
+        async def probe() -> str:
+            return str(await self._probe(keys=keys.room, args=[secrets.token_hex(8)]))
+
+        feed = RoomFeed(self._readers, room_id, keys.key("stream"), epoch, last_offset, probe)
         feed.start()
         self._feeds[room_id] = feed
         self._rooms_by_channel[keys.channel] = room_id
@@ -156,12 +161,13 @@ class RoomFeeds:
                 self._route(feed, room_id, json.loads(message["data"]))
 
     def _route(self, feed: RoomFeed, room_id: str, data: dict[str, Any]) -> None:
-        kind = data.get("k")
+        kind, epoch = data.get("k"), data.get("e")
         if kind == "deleted":
-            self.end(room_id, NotFound(f"room rooms/{room_id} was deleted", field="room"))
-            self._on_deleted(room_id)
+            if not epoch or epoch == feed.epoch:  # not a newer room of that id
+                self.end(room_id, NotFound(f"room rooms/{room_id} was deleted", field="room"))
         elif kind == "epoch":
-            feed.end(history_lost(room_id))
+            if epoch != feed.epoch:  # not the epoch this feed already follows
+                feed.end(history_lost(room_id))
         else:
             event = parse_ephemeral(room_id, data)
             if event is not None:

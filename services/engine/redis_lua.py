@@ -4,7 +4,8 @@ multi-key change is one Lua call.
 A script runs atomically in Redis, so whatever processes call them concurrently,
 each room keeps one total order with gapless offsets (INCR and XADD in one step),
 a repeated ``request_id`` stores nothing new, and the epoch changes exactly once
-when the stream is found missing.
+when Redis is found to have lost the history (the stream, the offset counter or the epoch),
+the new epoch announced on the room's channel (as is a room's creation, and its deletion).
 
 Room keys (``R`` = ``<prefix>room:{<id>}:``): ``Rinfo`` (a hash), ``Repoch``,
 ``Roffset`` (the last offset handed out), ``Rstream`` (entry id ``<offset>-0``,
@@ -45,16 +46,19 @@ local function forget(entry)
   end
 end
 
--- The room's epoch and last offset; a fresh epoch when the stream was lost.
+-- The room's epoch and last offset (nil when the room does not exist). A fresh epoch, announced
+-- on the channel, when Redis lost the history: the epoch or the offset counter is gone (a room
+-- always has both), or the counter says events were stored but the stream is gone.
 local function ensure(fresh)
   if redis.call('EXISTS', info) == 0 then return nil, 0 end
   local epoch = redis.call('GET', epoch_key)
-  local last = tonumber(redis.call('GET', offset_key) or '0')
-  if (not epoch) or (last > 0 and redis.call('EXISTS', stream) == 0) then
+  local counted = redis.call('GET', offset_key)
+  local last = tonumber(counted or '0')
+  if (not epoch) or (not counted) or (last > 0 and redis.call('EXISTS', stream) == 0) then
     redis.call('SET', epoch_key, fresh)
     redis.call('SET', offset_key, '0')
     redis.call('DEL', stream, messages)
-    if epoch then redis.call('PUBLISH', channel, '{"k":"epoch"}') end
+    redis.call('PUBLISH', channel, '{"k":"epoch","e":"' .. fresh .. '"}')
     return fresh, 0
   end
   return epoch, last
@@ -112,6 +116,15 @@ return {epoch, last, first_offset(), redis.call('HGETALL', info)}
 """
 )
 
+PROBE = (
+    _PRELUDE
+    + r"""
+-- What a room reader asks after a read that found nothing. ARGV: fresh epoch.
+-- Returns the room's epoch (a fresh one if Redis lost the history), or '' when the room is gone.
+return ensure(ARGV[1]) or ''
+"""
+)
+
 POST = (
     _PRELUDE
     + r"""
@@ -160,13 +173,17 @@ return {'ok', epoch, offset}
 )
 
 CREATE_ROOM = r"""
--- KEYS: info, epoch, offset, stream, messages, joined, instances, index.
+-- KEYS: info, epoch, offset, stream, messages, joined, instances, index, channel.
 -- ARGV: room id, epoch, then info field/value pairs.
+-- The new epoch is announced: a stream still following a room of that id that Redis lost
+-- (FLUSHALL, eviction) learns it is over.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], '0')
 redis.call('ZADD', KEYS[8], 0, ARGV[1])
+redis.call('PUBLISH', KEYS[9], '{"k":"epoch","e":"' .. ARGV[2] .. '"}')
 return 1
 """
 
@@ -183,12 +200,13 @@ DELETE_ROOM = r"""
 -- ARGV: room id, expected etag, instance key prefix.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'etag') ~= ARGV[2] then return 'etag' end
+local epoch = redis.call('GET', KEYS[2]) or ''
 for _, instance in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
   redis.call('DEL', ARGV[3] .. instance)
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call('ZREM', KEYS[9], ARGV[1])
-redis.call('PUBLISH', KEYS[8], '{"k":"deleted"}')
+redis.call('PUBLISH', KEYS[8], '{"k":"deleted","e":"' .. epoch .. '"}')
 return 'ok'
 """
 
@@ -234,8 +252,12 @@ end
 JOIN = (
     _PRESENCE
     + r"""
--- ARGV[6]: user, ARGV[7]: +1 (join) or -1 (leave).
+-- ARGV[6]: user, ARGV[7]: +1 (join) or -1 (leave), ARGV[8]: the create_time_ns of the room
+-- the connection is in ('' for any): a connection to a room Redis lost, or that was deleted,
+-- counts nothing in a room created again with the same id.
 if redis.call('EXISTS', info) == 0 then return 0 end
+local born = ARGV[8] or ''
+if born ~= '' and redis.call('HGET', info, 'create_time_ns') ~= born then return 0 end
 sweep()
 local user, delta = ARGV[6], tonumber(ARGV[7])
 local mine = redis.call('HINCRBY', prefix .. instance, user, delta)

@@ -7,6 +7,11 @@ alive; ``member_joined``/``member_left`` are published (by the scripts, atomical
 when that sum goes 0→1 / 1→0. A dead instance's connections are swept, with
 ``member_left`` for users nobody else holds, by the next join, leave, renewal or
 member listing of that room from any instance.
+
+A connection belongs to one room, not just to a room id: it is counted with the room's
+``create_time_ns``, and the scripts ignore a join or leave for another room of that id. So a
+connection to a room that was deleted, or that Redis lost (FLUSHALL, eviction), closing after
+a room of the same id was created, never takes its user out of the new room.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ class PresenceLeases:
         self._join = redis.register_script(redis_lua.JOIN)
         self._renew = redis.register_script(redis_lua.HEARTBEAT)
         self._members = redis.register_script(redis_lua.MEMBERS)
-        self._local: dict[str, Counter[str]] = {}
+        self._local: dict[str, Counter[tuple[str, str]]] = {}  # room → (user, born) → count
 
     def _args(self, room_id: str) -> list[Arg]:
         now_ms = time.time_ns() // 1_000_000
@@ -50,38 +55,44 @@ class PresenceLeases:
     def _keys(self, room_id: str) -> list[str]:
         return RoomKeys(self._prefix, room_id).presence
 
-    async def join(self, room_id: str, user: str) -> None:
-        """Counts one more connection of ``user``; if Redis does not take it (down, restarting),
-        it is not counted here either, so no lease is renewed for a connection that failed."""
+    async def join(self, room_id: str, user: str, born: str) -> None:
+        """Counts one more connection of ``user`` in the room created at ``born`` (its
+        ``create_time_ns``); if Redis does not take it (down, restarting), it is not counted
+        here either, so no lease is renewed for a connection that failed."""
         local = self._local.setdefault(room_id, Counter())
-        local[user] += 1
+        local[user, born] += 1
         try:
-            await self._join(keys=self._keys(room_id), args=[*self._args(room_id), user, 1])
+            args = [*self._args(room_id), user, 1, born]
+            await self._join(keys=self._keys(room_id), args=args)
         except BaseException:
-            local[user] -= 1
-            if local[user] <= 0:
-                del local[user]
+            self._uncount(room_id, user, born, 1)
             raise
 
-    async def leave(self, room_id: str, user: str, count: int = 1) -> None:
-        local = self._local.get(room_id)
-        if local is None or local[user] <= 0:
+    async def leave(self, room_id: str, user: str, born: str, count: int = 1) -> None:
+        """Counts ``count`` connections of ``user`` in the room created at ``born`` fewer."""
+        if not self._uncount(room_id, user, born, count):
             return
-        local[user] -= count
-        if local[user] <= 0:
-            del local[user]
-        await self._join(keys=self._keys(room_id), args=[*self._args(room_id), user, -count])
+        args = [*self._args(room_id), user, -count, born]
+        await self._join(keys=self._keys(room_id), args=args)
 
-    def forget(self, room_id: str) -> None:
-        """The room was deleted: its presence went with it."""
-        self._local.pop(room_id, None)
+    def _uncount(self, room_id: str, user: str, born: str, count: int) -> bool:
+        """Takes ``count`` off the local count; False if there was none."""
+        local = self._local.get(room_id)
+        if local is None or local[user, born] <= 0:
+            return False
+        local[user, born] -= count
+        if local[user, born] <= 0:
+            del local[user, born]
+        if not local:
+            del self._local[room_id]
+        return True
 
     async def release_all(self) -> None:
         """Leaves every room (on shutdown), so other instances see ``member_left`` now."""
         for room_id, local in list(self._local.items()):
-            for user, count in list(local.items()):
+            for (user, born), count in list(local.items()):
                 with contextlib.suppress(RedisError, OSError):
-                    await self.leave(room_id, user, count)
+                    await self.leave(room_id, user, born, count)
 
     async def renew_forever(self) -> None:
         """Renews this instance's lease in every room it holds members of."""
