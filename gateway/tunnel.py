@@ -51,6 +51,7 @@ from gateway.metadata import Metadata
 from switchboard.gateway.v1 import share_pb2, tunnel_pb2
 
 __all__ = [
+    "EOF",
     "MAX_BATCH_BYTES",
     "MAX_INLINE_BYTES",
     "OPENED_KEY",

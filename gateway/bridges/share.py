@@ -50,7 +50,7 @@ from gateway.metadata import Metadata, metadata_pairs
 from gateway.routes import Route
 from gateway.status import DETAILS_METADATA_KEY
 from gateway.transcode import status_from_parts
-from gateway.tunnel import metadata_entries
+from gateway.tunnel import EOF, metadata_entries
 from switchboard.gateway.v1 import share_pb2
 
 __all__ = ["PrivateCall", "SharedCall", "StreamShares"]
@@ -59,7 +59,6 @@ PrivateCall = grpc.aio.UnaryStreamCall[Message, bytes]
 ShareCall = grpc.aio.StreamStreamCall[share_pb2.ShareRequest, share_pb2.ShareResponse]
 HubKey = tuple[str, str, bytes]  # backend, method path, shared request
 
-EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
 SLOW_READER: Final = "the client reads too slowly"
 _CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 _LOG = logging.getLogger(__name__)
