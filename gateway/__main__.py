@@ -4,7 +4,10 @@ Exit status: 0 after a graceful shutdown, 1 when start-up fails (descriptors, ro
 backends), 2 for invalid arguments or configuration. Errors go to stderr as one line naming
 what is wrong; once serving, one line ``gateway listening on http://HOST:PORT`` goes to stdout.
 Log records (INFO and up, the access log included) go to stderr; the access log never shows the
-value of the token's query parameter (``gate.access_log_class``).
+value of the token's query parameter (``gate.access_log_class``). Tracing is set up from the
+OpenTelemetry environment variables before the application is built (gateway/telemetry.py;
+an unsupported exporter is a configuration error, status 2), and its last spans are flushed
+at exit.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from gateway.app import build_app
 from gateway.config import ConfigError, Settings, settings_from_args
 from gateway.descriptors import DescriptorError
 from gateway.gate import access_log_class
+from gateway.telemetry import GATEWAY_SERVICE_NAME, TelemetryError, configure
 
 SHUTDOWN_GRACE = 10.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -119,13 +123,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    try:
+        traced = configure(GATEWAY_SERVICE_NAME)
+    except TelemetryError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
     configure_logging()
+    if traced is not None:
+        logging.getLogger("gateway").info("tracing on: %s", traced[1])
     try:
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
             runner.run(serve(settings))
     except (DescriptorError, ValueError, OSError) as exc:  # RouteError, ConfigError included
         print(f"gateway: cannot start: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if traced is not None:
+            traced[0].shutdown()  # flush the spans still batched
     return 0
 
 

@@ -26,6 +26,15 @@ authorised against its route's AuthRule before any bridge runs (401/400/403 with
 ``WWW-Authenticate``); the bridges get metadata already stripped of client-sent identity keys
 and carrying the verified identity. The health endpoints (and any path no route serves) are
 public; routes without an AuthRule are denied and logged at start-up.
+
+Tracing (gateway/telemetry.py): the client's ``traceparent``/``tracestate`` always go upstream
+(gateway/metadata.py). When tracing is configured at start-up (``telemetry.tracer`` is not None
+when ``build_app`` runs), ``_traced_front_door`` replaces ``_front_door``: one SERVER span per
+request, parented on the client's trace context, current while the request is handled, named
+after the route once ``_serve`` matched it, ended with the response's status (and the gRPC code
+of a Status answer, ``gateway.bridges.GRPC_CODE``); ``_call_context`` then puts the span's
+context in the upstream metadata instead of the client's, so the backend's span is its child.
+Without tracing a request pays one ``is None`` test for all this.
 """
 
 from __future__ import annotations
@@ -41,11 +50,14 @@ from dataclasses import dataclass
 import grpc
 from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 import gateway.bridges.rest  # noqa: F401  (registers the UNARY bridge)
 from gateway.apidocs import add_api_docs_routes
 from gateway.auth import AuthError
-from gateway.bridges import CallContext, dispatch, status_response
+from gateway.bridges import GRPC_CODE, CallContext, dispatch, status_response
 from gateway.bridges.streaming import (
     install as install_streaming,
 )  # registers the streaming bridges
@@ -55,12 +67,14 @@ from gateway.gate import admit, admitted_query, auth_context, log_denied, refusa
 from gateway.httprule import Matched, MethodNotAllowed, PathError, RouteTable
 from gateway.metadata import MetadataError, parse_grpc_timeout, request_metadata, wants_trailers
 from gateway.routes import Route, build_route_table, websocket_table
+from gateway.telemetry import HttpSpans, tracer, with_trace_context
 from gateway.upstream import DeadlinePolicy, Upstream
 from gateway.webpage import add_web_routes
 
 __all__ = [
     "REQUEST_ID",
     "ROUTES",
+    "SERVER_SPAN",
     "SETTINGS",
     "UPSTREAM",
     "WEBSOCKET_ROUTES",
@@ -72,6 +86,7 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 ROUTES = web.AppKey("routes", RouteTable[Route])
 WEBSOCKET_ROUTES = web.AppKey("websocket_routes", RouteTable[Route])
 REQUEST_ID = web.RequestKey("request_id", str)
+SERVER_SPAN = web.RequestKey("server_span", Span)  # set only when tracing is on
 
 _LOG = logging.getLogger(__name__)
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -111,24 +126,33 @@ class _Serving:
     routes: RouteTable[Route]
     websocket_routes: RouteTable[Route]
     deadlines: DeadlinePolicy
+    tracing: HttpSpans | None  # None: tracing is off
 
 
 _SERVING = web.AppKey("serving", _Serving)
 _CORS = web.AppKey("cors", _Cors)
+_TRACING = web.AppKey("tracing", HttpSpans)  # set only when tracing is on
 
 
 def build_app(settings: Settings) -> web.Application:
-    """The gateway application for ``settings`` (start it with AppRunner or ``web.run_app``)."""
+    """The gateway application for ``settings`` (start it with AppRunner or ``web.run_app``).
+
+    It traces requests when tracing is configured now (gateway/telemetry.py)."""
+    spans_with = tracer("gateway")
     app = web.Application(
-        middlewares=[_front_door],
+        middlewares=[_front_door if spans_with is None else _traced_front_door],
         client_max_size=settings.max_body_bytes + 1,
     )
+    if spans_with is not None:
+        app[_TRACING] = HttpSpans(spans_with)
     app[SETTINGS] = settings
     app[_CORS] = _Cors.of(settings)
     install_streaming(app, settings.streams)
     app.cleanup_ctx.append(auth_context(settings.auth))
     app.cleanup_ctx.append(_gateway_ctx)
     app.on_response_prepare.append(_decorate_response)
+    if spans_with is not None:
+        app.on_response_prepare.append(_trace_status)
     app.router.add_get("/healthz", _healthz, allow_head=False)
     app.router.add_get("/readyz", _readyz, allow_head=False)
     add_web_routes(app)  # the chat page and cookie sign-in; before the catch-all shadows "/"
@@ -153,7 +177,9 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         app[ROUTES] = table
         app[WEBSOCKET_ROUTES] = websocket_table(table)
         deadlines = DeadlinePolicy(unary=settings.unary_timeout, streaming=settings.stream_timeout)
-        app[_SERVING] = _Serving(settings, upstream, table, app[WEBSOCKET_ROUTES], deadlines)
+        app[_SERVING] = _Serving(
+            settings, upstream, table, app[WEBSOCKET_ROUTES], deadlines, app.get(_TRACING)
+        )
         yield
     finally:
         await upstream.close()
@@ -196,8 +222,41 @@ async def _front_door(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except web.HTTPException:
         raise
-    except Exception:
-        return _internal_error(request)
+    except Exception as error:
+        return _internal_error(request, error)
+
+
+@web.middleware
+async def _traced_front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``_front_door`` inside the request's SERVER span (tracing on), current meanwhile."""
+    spans = request.app[_TRACING]
+    span = spans.start(
+        request.method, request.raw_path.partition("?")[0], request.scheme, request.headers
+    )
+    request[SERVER_SPAN] = span
+    token = otel_context.attach(trace.set_span_in_context(span))
+    code: int | None = None
+    try:
+        response = await _front_door(request, handler)
+        spans.responded(span, response.status)  # a stream's was recorded as it was prepared
+        code = response.get(GRPC_CODE)
+        return response
+    except web.HTTPException as exc:
+        spans.responded(span, exc.status)
+        raise
+    finally:  # also when the client went away (aiohttp cancelled the handler)
+        route = request.match_info.route
+        if route.handler is not _serve and route.resource is not None:  # /healthz, /docs…
+            spans.route_other(span, request.method, route.resource.canonical)
+        spans.finish(span, code)
+        otel_context.detach(token)
+
+
+async def _trace_status(request: web.Request, response: web.StreamResponse) -> None:
+    """A streaming response's status, recorded as its headers go (tracing on)."""
+    span = request.get(SERVER_SPAN)
+    if span is not None:
+        HttpSpans.responded(span, response.status)
 
 
 def _request_id(sent: str | None) -> str:
@@ -207,9 +266,12 @@ def _request_id(sent: str | None) -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_REQUEST_COUNTER):08x}"
 
 
-def _internal_error(request: web.Request) -> web.Response:
+def _internal_error(request: web.Request, error: Exception) -> web.Response:
     """A bug answers 500 with a Status body naming the request id, never a bare text page."""
     request_id = request[REQUEST_ID]
+    span = request.get(SERVER_SPAN)
+    if span is not None:
+        span.record_exception(error)
     _LOG.exception(
         "unhandled error in %s %s (request %s)", request.method, request.path, request_id
     )
@@ -278,8 +340,9 @@ def _is_websocket(request: web.Request) -> bool:
     return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
 
 
-def _matcher(request: web.Request) -> Matcher:
-    serving = request.app[_SERVING]
+def _matcher(request: web.Request, serving: _Serving | None = None) -> Matcher:
+    if serving is None:
+        serving = request.app[_SERVING]
     routes = serving.routes
     if not _is_websocket(request):
         return routes.match
@@ -293,9 +356,10 @@ def _matcher(request: web.Request) -> Matcher:
 
 
 async def _serve(request: web.Request) -> web.StreamResponse:
+    serving = request.app[_SERVING]
     path = request.raw_path.partition("?")[0]
     try:
-        found = _matcher(request)(request.method, path)
+        found = _matcher(request, serving)(request.method, path)
     except PathError as exc:
         return status_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     if found is None:
@@ -310,19 +374,20 @@ async def _serve(request: web.Request) -> web.StreamResponse:
             http_status=405,
             headers=[("Allow", allowed)],
         )
+    if serving.tracing is not None:
+        serving.tracing.route(request[SERVER_SPAN], request.method, found.target)
     try:
         await admit(request, found.target)
     except AuthError as error:
         return refusal(error)
     try:
-        ctx = _call_context(request, found)
+        ctx = _call_context(request, found, serving)
     except MetadataError as exc:
         return status_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     return await dispatch(ctx)
 
 
-def _call_context(request: web.Request, found: Matched[Route]) -> CallContext:
-    serving = request.app[_SERVING]
+def _call_context(request: web.Request, found: Matched[Route], serving: _Serving) -> CallContext:
     settings = serving.settings
     headers = request.headers
     request_id = request[REQUEST_ID]
@@ -338,6 +403,8 @@ def _call_context(request: web.Request, found: Matched[Route]) -> CallContext:
             request_id=request_id,
         ),
     )
+    if serving.tracing is not None:  # the backend's span continues the gateway's, not the client's
+        metadata = with_trace_context(metadata, request[SERVER_SPAN])
     # no query string, no parameters: skip parsing one (the common case for REST calls)
     query = admitted_query(request) if request.rel_url.raw_query_string else ()
     return CallContext(

@@ -1,7 +1,9 @@
 """HTTP headers ↔ gRPC metadata, and the ``Grpc-Timeout`` syntax (sans-IO).
 
-Request side (``request_metadata``): ``Authorization``, ``Grpc-Metadata-*`` (prefix stripped),
-and the configured allowlist go upstream; ``*-Bin`` values are base64-decoded to bytes;
+Request side (``request_metadata``): ``Authorization``, the W3C trace context (``traceparent``,
+``tracestate``: ``TRACE_KEYS``, always passed through as Envoy does; a value that is not
+printable ASCII is dropped, never refused), ``Grpc-Metadata-*`` (prefix stripped), and the
+configured allowlist go upstream; ``*-Bin`` values are base64-decoded to bytes;
 ``X-Forwarded-For`` / ``X-Forwarded-Host`` get the peer and host appended; ``X-Request-Id`` is
 always sent. Hop-by-hop headers, ``Host``, ``Content-Length`` and reserved ``grpc-*`` keys are
 never forwarded.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "HTTP_CODE_KEY",
+    "TRACE_KEYS",
     "Metadata",
     "MetadataError",
     "ResponseHeaders",
@@ -35,6 +38,7 @@ __all__ = [
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 HTTP_CODE_KEY = "x-http-code"
+TRACE_KEYS = frozenset({"traceparent", "tracestate"})  # W3C Trace Context: passed through
 METADATA_PREFIX = "grpc-metadata-"
 HOP_BY_HOP = frozenset(
     {
@@ -110,7 +114,10 @@ def request_metadata(
         elif lower.startswith(METADATA_PREFIX):
             out.append(_entry(name, lower.removeprefix(METADATA_PREFIX), value))
         elif lower in allowed and lower not in HOP_BY_HOP and lower != "x-request-id":
-            out.append(_entry(name, lower, value))
+            if lower not in TRACE_KEYS:
+                out.append(_entry(name, lower, value))
+            elif _VALUE.match(value):  # tracing never fails a request: a bad value is dropped
+                out.append((lower, value))
     if peer:
         forwarded_for.append(peer)
     if host:
@@ -126,7 +133,7 @@ def request_metadata(
 @functools.lru_cache(maxsize=32)
 def _forwarded_names(allowlist: tuple[str, ...]) -> frozenset[str]:
     """Header names (lower case) forwarded as they are; one set per allowlist, built once."""
-    return frozenset({name.lower() for name in allowlist} | {"authorization"})
+    return frozenset({name.lower() for name in allowlist} | {"authorization", *TRACE_KEYS})
 
 
 def _entry(header: str, key: str, value: str) -> tuple[str, str | bytes]:

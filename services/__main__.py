@@ -2,7 +2,10 @@
 
 Subcommands register themselves in ``COMMANDS``; ``serve`` is the default, so
 ``python -m services --listen 127.0.0.1:50051`` runs the server. Another command
-adds an ``add_<name>`` function that builds its subparser and sets ``run``.
+adds an ``add_<name>`` function that builds its subparser and sets ``run``. ``serve`` sets
+tracing up from the OpenTelemetry environment variables first (gateway/telemetry.py;
+``service.name`` ``switchboard-service`` by default; an unsupported exporter exits 2) and
+flushes the last spans when the server has stopped.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import Any
 
 from gateway.authconfig import AuthConfigError
 from gateway.jwks import JwksError
+from gateway.telemetry import SERVICE_SERVICE_NAME, TelemetryError, configure
 from services.auth import add_token_command
 from services.config import ConfigError, ServiceConfig, auth_from_namespace
 from services.server import serve
 
+log = logging.getLogger("services")
 Run = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 DEFAULT_COMMAND = "serve"
 
@@ -28,14 +33,20 @@ async def _run_serve(namespace: argparse.Namespace) -> int:
     try:
         config = ServiceConfig.from_namespace(namespace)
         auth = auth_from_namespace(namespace)
-    except ConfigError as error:
+        traced = configure(SERVICE_SERVICE_NAME)
+    except (ConfigError, TelemetryError) as error:
         print(f"python -m services: {error}", file=sys.stderr)
         return 2
+    if traced is not None:
+        log.info("tracing on: %s", traced[1])
     try:
         await serve(config, auth=auth)
     except (RuntimeError, AuthConfigError, JwksError) as error:  # address taken, key unreadable
         print(f"python -m services: {error}", file=sys.stderr)
         return 1
+    finally:
+        if traced is not None:
+            traced[0].shutdown()  # flush the spans still batched
     return 0
 
 

@@ -19,6 +19,11 @@ Auth: ``guarded(auth)`` opens the shared Authenticator (gateway/authconfig.py) a
 ``AuthInterceptor`` for it; every call is then verified against the method's AuthRule, the
 methods with no rule are logged as denied at start-up. ``auth=None`` (``--no-auth``) logs a
 loud warning and installs nothing: every caller is ``ANONYMOUS``.
+
+Tracing (services/telemetry.py): when tracing is configured when ``build_server`` runs, it puts
+``TracingInterceptor`` before the given interceptors (so a call refused by auth has its span)
+and gives the same spans to UnaryTunnelService (a span per tunnelled call) and
+StreamShareService (a span per attach); otherwise none of it is built.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from services.engine import Engine
 from services.presence import PresenceServicer
 from services.rooms import RoomServicer
 from services.share import ShareServicer
+from services.telemetry import TracingInterceptor, rpc_spans
 from services.tunnel import TunnelServicer, UnaryMethod
 from switchboard.gateway.v1 import share_pb2, tunnel_pb2
 from switchboard.v1 import (
@@ -189,9 +195,12 @@ def build_server(
 ) -> SwitchboardServer:
     """Builds the server and binds ``config.listen``; raises RuntimeError if it cannot.
 
-    The AuthInterceptor among ``interceptors`` (if any) also decides each Share attach."""
+    The AuthInterceptor among ``interceptors`` (if any) also decides each Share attach. With
+    tracing configured, a TracingInterceptor runs before ``interceptors``."""
+    spans = rpc_spans()
+    traced = interceptors if spans is None else (TracingInterceptor(spans), *interceptors)
     server = grpc.aio.server(
-        interceptors=interceptors,
+        interceptors=traced,
         options=[
             ("grpc.max_receive_message_length", config.max_receive_message_bytes),
             ("grpc.max_send_message_length", config.max_receive_message_bytes),
@@ -203,11 +212,12 @@ def build_server(
     add_bytes_service(chat, CHAT_SERVICE, server)
     presence_pb2_grpc.add_PresenceServiceServicer_to_server(presence, server)
     auth = next((i for i in interceptors if isinstance(i, AuthInterceptor)), None)
-    add_bytes_service(ShareServicer(engine, auth=auth), SHARE_SERVICE, server)
+    add_bytes_service(ShareServicer(engine, auth=auth, spans=spans), SHARE_SERVICE, server)
     tunnel = TunnelServicer(
         unary_methods(((rooms, ROOM_SERVICE), (chat, CHAT_SERVICE), (presence, PRESENCE_SERVICE))),
         auth=auth,
         max_response_bytes=config.max_receive_message_bytes,
+        spans=spans,
     )
     add_bytes_service(tunnel, TUNNEL_SERVICE, server)
     health = HealthServicer()

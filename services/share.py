@@ -26,6 +26,11 @@ become items of one bounded queue, handled one by one):
 
 Broadcasts are serialized once per event (kept in ``event.cache``); server.py registers the
 service with the serializer that passes bytes through.
+
+Tracing (``spans``, when configured; services/telemetry.py): each attach is a
+``switchboard.v1.ChatService/Subscribe`` SERVER span parented on the attach's own metadata, from
+the attach until its handle ends (refused: at once, with the refusal's code; detached: OK;
+expired: UNAUTHENTICATED; the call ending: the call's code). The Share call itself has none.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
+from opentelemetry.trace import Span
 
 from gateway.auth import AuthError, TokenExpired
 from services import convert, errors
@@ -54,6 +60,15 @@ from services.engine import (
     Subscription,
 )
 from services.identity import ANONYMOUS, Identity, current_identity
+from services.telemetry import (
+    CANCELLED,
+    OK,
+    UNAUTHENTICATED,
+    UNKNOWN,
+    RpcSpans,
+    code_number,
+    code_of,
+)
 from switchboard.gateway.v1 import share_pb2, share_pb2_grpc
 from switchboard.v1 import chat_pb2
 
@@ -113,11 +128,19 @@ def _opened(opened: share_pb2.ShareOpen | None) -> chat_pb2.SubscribeRequest:
 
 
 class ShareServicer(share_pb2_grpc.StreamShareServiceServicer):
-    """StreamShareService over an Engine; ``auth`` None when the server runs without auth."""
+    """StreamShareService over an Engine; ``auth`` None when the server runs without auth,
+    ``spans`` None when tracing is off."""
 
-    def __init__(self, engine: Engine, *, auth: AuthInterceptor | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        auth: AuthInterceptor | None = None,
+        spans: RpcSpans | None = None,
+    ) -> None:
         self._engine = engine
         self._auth = auth
+        self._spans = spans
 
     async def Share(  # type: ignore[override]  # yields pre-serialized broadcasts (server.py)
         self, request_iterator: AsyncIterator[share_pb2.ShareRequest], context: Context
@@ -136,12 +159,25 @@ class ShareServicer(share_pb2_grpc.StreamShareServiceServicer):
         async with errors.status_on_error(context, resource=request.room):
             room_id = errors.parse_room_name(request.room, "open.request.room")
             feed = await self._engine.subscribe(room_id, cursor=None, user=None)
-            shared = SharedStream(self._engine, room_id, feed, self._auth, current_identity())
+            shared = SharedStream(
+                self._engine, room_id, feed, self._auth, current_identity(), self._spans
+            )
+            ending = OK  # the call's code, for the spans of the handles it ends
             try:
                 async for response in shared.run(requests):
                     yield response
+            except BaseException as error:
+                ending = _ending(context, error)
+                raise
             finally:
-                await shared.close()
+                await shared.close(ending)
+
+
+def _ending(context: Context, error: BaseException) -> int:
+    """The code a Share call ends with when ``error`` escapes its stream."""
+    if isinstance(error, EngineError):
+        return code_number(errors.code_for(error))
+    return code_of(context, error)
 
 
 @dataclass(slots=True)
@@ -150,6 +186,7 @@ class _Handle:
 
     subscription: Subscription
     expiry: asyncio.TimerHandle | None = None
+    span: Span | None = None  # the attach's trace span (tracing on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +216,10 @@ class SharedStream:
         feed: Subscription,
         auth: AuthInterceptor | None,
         caller: Identity,
+        spans: RpcSpans | None = None,
     ) -> None:
         self._engine = engine
+        self._spans = spans
         self._room_id = room_id
         self._feed = feed
         self._auth = auth
@@ -211,13 +250,16 @@ class SharedStream:
                 task.cancel()
             await asyncio.gather(*waiting, return_exceptions=True)
 
-    async def close(self) -> None:
-        """Closes every handle's subscription (presence leaves) and the feed."""
+    async def close(self, code: int = OK) -> None:
+        """Closes every handle's subscription (presence leaves) and the feed; the call ends
+        with ``code`` (for the handles' spans)."""
         handles = list(self._handles.values())
         self._handles.clear()
         for handle in handles:
             if handle.expiry is not None:
                 handle.expiry.cancel()
+            if handle.span is not None:
+                RpcSpans.finish(handle.span, code)
         closing = (*(h.subscription.close() for h in handles), self._feed.close())
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, BaseException):
@@ -249,7 +291,7 @@ class SharedStream:
         if kind == "attach":
             return await self._attach(item.attach)
         if kind == "detach":
-            await self._forget(item.detach.handle)
+            await self._forget(item.detach.handle, OK)
         elif kind == "open":
             raise InvalidArgument("open is only allowed as the first request", field="open")
         return []
@@ -274,6 +316,24 @@ class SharedStream:
         return await self._auth.authorize(SHAREABLE, metadata_of(metadata)) or ANONYMOUS
 
     async def _attach(self, attach: share_pb2.ShareAttach) -> Sequence[Response]:
+        spans = self._spans
+        if spans is None:
+            return await self._attach_handle(attach, None)
+        span = spans.start(SHAREABLE, metadata_of(attach.metadata))
+        try:
+            with spans.current(span):
+                out = await self._attach_handle(attach, span)
+        except BaseException as error:
+            spans.finish(span, _attach_error(error))
+            raise
+        last = out[-1] if out else None
+        if isinstance(last, share_pb2.ShareResponse) and last.HasField("end"):
+            spans.finish(span, last.end.code)  # refused: the handle ended at once
+        return out
+
+    async def _attach_handle(
+        self, attach: share_pb2.ShareAttach, span: Span | None
+    ) -> Sequence[Response]:
         number = attach.handle
         if number in self._handles:
             raise errors.invalid("attach.handle", number, "is attached already")
@@ -296,7 +356,7 @@ class SharedStream:
         except EngineError as error:
             status = errors.status_proto(error, resource=room)
             return [share_pb2.ShareResponse(handles=[number], end=status)]
-        return await self._start(number, identity, subscription, cursor, now)
+        return await self._start(number, identity, subscription, cursor, now, span)
 
     async def _start(
         self,
@@ -305,6 +365,7 @@ class SharedStream:
         subscription: Subscription,
         cursor: Cursor | None,
         time_ns: int,
+        span: Span | None = None,
     ) -> Sequence[Response]:
         """Registers the handle; its subscribed event, replay up to L, and live or pending."""
         subscription.detach()
@@ -315,7 +376,7 @@ class SharedStream:
             moved = EngineClosed(f"the history of {name} changed epoch; resume to reload it")
             status = errors.status_proto(moved, resource=name)
             return [share_pb2.ShareResponse(handles=[number], end=status)]
-        handle = self._handles[number] = _Handle(subscription)
+        handle = self._handles[number] = _Handle(subscription, span=span)
         handle.expiry = self._expiry(number, handle, identity)
         subscribed = subscribed_event(self._room_id, subscription, time_ns)
         out = [_to_handle(number, subscribed.SerializeToString())]
@@ -350,12 +411,13 @@ class SharedStream:
     async def _on_expired(self, expired: _Expired) -> Sequence[Response]:
         if self._handles.get(expired.number) is not expired.handle:
             return []  # detached meanwhile
-        await self._forget(expired.number)
+        await self._forget(expired.number, UNAUTHENTICATED)
         return [_end(expired.number, grpc.StatusCode.UNAUTHENTICATED, TokenExpired().description)]
 
-    async def _forget(self, number: int) -> None:
-        """Detach: the handle's subscription closes (presence leaves). Unknown handles are
-        ignored (the service may have ended the handle as the gateway detached it)."""
+    async def _forget(self, number: int, code: int) -> None:
+        """Detach: the handle's subscription closes (presence leaves); its span ends with
+        ``code``. Unknown handles are ignored (the service may have ended the handle as the
+        gateway detached it)."""
         handle = self._handles.pop(number, None)
         if handle is None:
             return
@@ -363,4 +425,13 @@ class SharedStream:
         self._pending.pop(number, None)
         if handle.expiry is not None:
             handle.expiry.cancel()
+        if handle.span is not None:
+            RpcSpans.finish(handle.span, code)
         await handle.subscription.close()
+
+
+def _attach_error(error: BaseException) -> int:
+    """The code of an attach that raised (which ends the whole Share call)."""
+    if isinstance(error, EngineError):
+        return code_number(errors.code_for(error))
+    return CANCELLED if isinstance(error, asyncio.CancelledError) else UNKNOWN

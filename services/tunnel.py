@@ -27,7 +27,10 @@ gateway half-closes, the calls still running finish and their replies are sent; 
 tunnel call is cancelled, every running call is cancelled.
 
 Other interceptors than ``AuthInterceptor`` do not run for tunnelled calls (Switchboard
-installs no other); a backend that needs them should not register this service.
+installs no other); a backend that needs them should not register this service. Tracing, which
+is an interceptor for plain calls, is done here for tunnelled ones (``spans``, when tracing is
+configured): each call of a known method gets its own SERVER span from its own metadata's
+trace context, current while it runs, ended with its status; the Tunnel call itself has none.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from gateway.tunnel import OPENED_KEY, metadata_entries
 from services.auth import PUBLIC_SERVICES, AuthInterceptor
 from services.identity import ANONYMOUS, CURRENT_IDENTITY
 from services.share import metadata_of
+from services.telemetry import CANCELLED, RpcSpans
 from switchboard.gateway.v1 import tunnel_pb2
 
 __all__ = ["BATCH_BYTES", "TunnelContext", "TunnelServicer", "UnaryMethod"]
@@ -156,9 +160,12 @@ class TunnelServicer:
         *,
         auth: AuthInterceptor | None,
         max_response_bytes: int,
+        spans: RpcSpans | None = None,
     ) -> None:
+        """``spans``: trace each tunnelled call (None: tracing is off)."""
         self._methods = dict(methods)
         self._auth = auth
+        self._spans = spans
         self._max_response = max_response_bytes
         self._sessions: set[_Session] = set()
         self._idle = asyncio.Event()
@@ -190,7 +197,21 @@ class TunnelServicer:
             log.warning("%d tunnel call(s) still running after %.1f s", len(self._sessions), grace)
 
     async def reply(self, call: tunnel_pb2.TunnelCall, peer: str) -> tunnel_pb2.TunnelReply:
-        """Runs ``call``; its TunnelReply."""
+        """Runs ``call``; its TunnelReply. Traced as its own call when tracing is on."""
+        spans = self._spans
+        if spans is None or call.method not in self._methods:
+            return await self._reply(call, peer)
+        span = spans.start(call.method, metadata_of(call.metadata))
+        try:
+            with spans.current(span):
+                reply = await self._reply(call, peer)
+        except BaseException:  # cancelled by the gateway, or the tunnel ended
+            spans.finish(span, CANCELLED)
+            raise
+        spans.finish(span, reply.status.code)
+        return reply
+
+    async def _reply(self, call: tunnel_pb2.TunnelCall, peer: str) -> tunnel_pb2.TunnelReply:
         method = self._methods.get(call.method)
         if method is None:
             return _failed(

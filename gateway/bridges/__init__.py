@@ -8,6 +8,8 @@ The application matches a request to a ``Route``, builds a ``CallContext`` and c
 Every error response any bridge writes goes through ``status_response`` or
 ``rpc_error_response``, so every error body is google.rpc.Status JSON, its HTTP status comes
 from the one table in ``gateway.transcode``, and 401 carries ``WWW-Authenticate: Bearer``.
+Each such response carries its gRPC status code under ``GRPC_CODE`` (a response key, not a
+header) for the request's trace span (gateway/telemetry.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gateway.upstream import Multicallable, Upstream
 
 __all__ = [
     "BRIDGES",
+    "GRPC_CODE",
     "JSON",
     "CallContext",
     "Handler",
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 JSON = "application/json"
+GRPC_CODE = web.ResponseKey("grpc_code", int)  # the Status code of an error response
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ def status_response(
         body=status_json(code, message, details),
         content_type=JSON,
     )
+    response[GRPC_CODE] = code.value[0]
     for name, value in headers:
         response.headers.add(name, value)
     if code is grpc.StatusCode.UNAUTHENTICATED:
