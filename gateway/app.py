@@ -34,7 +34,7 @@ request, parented on the client's trace context, current while the request is ha
 after the route once ``_serve`` matched it, ended with the response's status (and the gRPC code
 of a Status answer, ``gateway.bridges.GRPC_CODE``); ``_call_context`` then puts the span's
 context in the upstream metadata instead of the client's, so the backend's span is its child.
-Without tracing a request pays one ``is None`` test for all this.
+Without tracing a request pays two ``is None`` tests for all this (≈ 15 ns).
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def request_metadata(
         elif lower in allowed and lower not in HOP_BY_HOP and lower != "x-request-id":
             if lower not in TRACE_KEYS:
                 out.append(_entry(name, lower, value))
-            elif _VALUE.match(value):  # tracing never fails a request: a bad value is dropped
+            elif value.isascii() and value.isprintable():  # as _VALUE; a bad one is dropped
                 out.append((lower, value))
     if peer:
         forwarded_for.append(peer)

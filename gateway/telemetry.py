@@ -4,8 +4,9 @@ Two things, at two costs:
 
 - **Passthrough, always.** The client's ``traceparent`` and ``tracestate`` headers go upstream
   as metadata of the same names (``TRACE_KEYS``; gateway/metadata.py forwards them like
-  ``authorization``), on every bridge, tracing configured or not, as Envoy does. That costs a
-  set lookup per header the gateway already makes.
+  ``authorization``), on every bridge, tracing configured or not, as Envoy does. A request
+  without them pays nothing more (the set lookup is one the gateway already makes); forwarding
+  the two costs ≈ 0.3 µs in ``request_metadata``.
 - **Spans, only when tracing is configured.** ``configure(service_name)`` reads the standard
   environment variables once at start-up (``plan``, sans-IO): ``OTEL_SDK_DISABLED=true`` wins
   and turns it off; otherwise ``OTEL_TRACES_EXPORTER`` (a comma-separated list of ``console``,
@@ -22,7 +23,9 @@ Two things, at two costs:
 ``configure`` builds an SDK ``TracerProvider`` (a ``BatchSpanProcessor`` per exporter), makes it
 OpenTelemetry's global provider and ``install``s it here. Components ask ``tracer(name)`` once
 when they are built: None means tracing is off, and their per-request paths then create no span
-and attach no context (one ``is None`` test). Tests ``install`` a provider of their own (and put
+and attach no context: the gateway's REST path pays two ``is None`` tests (≈ 15 ns; the whole
+path measured as fast as before, within noise), the service one per tunnelled call or attach
+and nothing per plain call (no interceptor). Tests ``install`` a provider of their own (and put
 the previous one back) without touching OpenTelemetry's set-once global.
 
 Propagation is W3C Trace Context only (``TraceContextTextMapPropagator``), the same two keys
