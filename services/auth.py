@@ -46,7 +46,9 @@ __all__ = [
     "PUBLIC_SERVICES",
     "AuthInterceptor",
     "add_token_command",
+    "handler_behaviour",
     "mint_dev_token",
+    "rebuilt_handler",
 ]
 
 PUBLIC_SERVICES = frozenset(
@@ -159,7 +161,7 @@ def _status(error: AuthError) -> grpc.StatusCode:
 # --- handlers -----------------------------------------------------------------------------------
 
 
-def _rebuilt(handler: Handler, behaviour: Behaviour) -> Handler:
+def rebuilt_handler(handler: Handler, behaviour: Behaviour) -> Handler:
     """A handler of ``handler``'s cardinality and serializers running ``behaviour``."""
     factory = {
         (False, False): grpc.unary_unary_rpc_method_handler,
@@ -174,7 +176,7 @@ def _rebuilt(handler: Handler, behaviour: Behaviour) -> Handler:
     )
 
 
-def _behaviour(handler: Handler) -> Behaviour:
+def handler_behaviour(handler: Handler) -> Behaviour:
     behaviour = (
         handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     )
@@ -188,20 +190,20 @@ def _rejecting(handler: Handler, error: AuthError) -> Handler:
     async def reject(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(code, message)
 
-    return _rebuilt(handler, reject)
+    return rebuilt_handler(handler, reject)
 
 
 def _with_identity(
     handler: Handler, identity: Identity, var: ContextVar[Identity], expires_in: float | None
 ) -> Handler:
-    inner = _behaviour(handler)
+    inner = handler_behaviour(handler)
     if not (inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner)):
         return handler  # a synchronous servicer runs in an executor: no task context to set
     if not handler.response_streaming:
-        return _rebuilt(handler, _unary(inner, identity, var))
+        return rebuilt_handler(handler, _unary(inner, identity, var))
     if inspect.isasyncgenfunction(inner):
-        return _rebuilt(handler, _generator(inner, identity, var, expires_in))
-    return _rebuilt(handler, _writer(inner, identity, var, expires_in))
+        return rebuilt_handler(handler, _generator(inner, identity, var, expires_in))
+    return rebuilt_handler(handler, _writer(inner, identity, var, expires_in))
 
 
 def _unary(inner: Behaviour, identity: Identity, var: ContextVar[Identity]) -> Behaviour:

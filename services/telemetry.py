@@ -39,6 +39,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from gateway.telemetry import extract_from_metadata, rpc_attributes, tracer
 from gateway.tunnel import TUNNEL_METHOD
 from gateway.upstream import SHARE_METHOD
+from services.auth import handler_behaviour, rebuilt_handler
 
 __all__ = [
     "CARRIER_METHODS",
@@ -157,41 +158,18 @@ class TracingInterceptor(_Interceptor):
         method = handler_call_details.method
         if not _found(handler) or method in self._skipped:
             return handler  # None: grpc answers UNIMPLEMENTED; no span for an unknown method
-        inner = _behaviour(handler)
+        inner = handler_behaviour(handler)
         metadata = handler_call_details.invocation_metadata
         if inspect.isasyncgenfunction(inner):
-            return _rebuilt(handler, _generator(self._spans, inner, method, metadata))
+            return rebuilt_handler(handler, _generator(self._spans, inner, method, metadata))
         if inspect.iscoroutinefunction(inner):
-            return _rebuilt(handler, _coroutine(self._spans, inner, method, metadata))
+            return rebuilt_handler(handler, _coroutine(self._spans, inner, method, metadata))
         return handler  # a synchronous handler runs in an executor; Switchboard has none
 
 
 def _found(handler: Handler | None) -> bool:
     """Whether the server knows the method (the stubs type the continuation as never None)."""
     return handler is not None
-
-
-def _behaviour(handler: Handler) -> Behaviour:
-    behaviour = (
-        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-    )
-    assert behaviour is not None  # a handler always has the behaviour of its cardinality
-    return behaviour
-
-
-def _rebuilt(handler: Handler, behaviour: Behaviour) -> Handler:
-    """A handler of ``handler``'s cardinality and serializers running ``behaviour``."""
-    factory = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[(handler.request_streaming, handler.response_streaming)]
-    return factory(
-        behaviour,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
 
 
 def _coroutine(spans: RpcSpans, inner: Behaviour, method: str, metadata: Any) -> Behaviour:
