@@ -151,9 +151,10 @@ class _Session:
                 while self.outbox or self.cancels:
                     calls = _take(self.outbox)
                     cancels, self.cancels = self.cancels, []
-                    await self.call.write(tunnel_pb2.TunnelRequest(calls=calls, cancel=cancels))
+                    # counted before the write: a reply can be handled before this task resumes
                     self.tunnel.calls_sent += len(calls)
                     self.tunnel.batches_sent += 1
+                    await self.call.write(tunnel_pb2.TunnelRequest(calls=calls, cancel=cancels))
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the read side sees the call's end and settles every waiting call
         except asyncio.CancelledError:
