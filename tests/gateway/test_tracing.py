@@ -244,29 +244,41 @@ async def test_errors_record_the_grpc_code_and_the_http_status() -> None:
     assert attributes(health)["http.route"] == "/healthz"
 
 
+def in_trace(spans: InMemorySpanExporter, name: str, client: ClientTrace) -> list[ReadableSpan]:
+    """The ended spans named ``name`` of ``client``'s trace."""
+    return [
+        span
+        for span in named(spans, name)
+        if span.context is not None and span.context.trace_id == client.trace_id
+    ]
+
+
 @pytest.mark.parametrize("share", [True, False], ids=["shared", "private"])
 async def test_an_sse_subscription_and_its_service_span_are_linked(share: bool) -> None:
     """Shared: the service's span is the attach's (no Share span); private: the Subscribe
-    call's. Either is the gateway span's child and ends when the subscriber leaves."""
+    call's. Either is the gateway span's child and ends when the subscriber leaves. Another
+    subscriber stays throughout, so the shared call outlives the traced one's attach."""
     client = ClientTrace.new()
+    subscribe = "switchboard.v1.ChatService/Subscribe"
     async with traced(streams=StreamSettings(share=share, heartbeat=0.2)) as sb:
         gw = sb.gateway
         url = gw.url("/v1/rooms/lobby:subscribe")
-        async with gw.session.get(url, headers=headers_of(client, **SSE)) as response:
-            assert response.status == 200
-            assert (await EventReader(response).next(WITHIN)).type == "subscribed"
-            assert named(sb.spans, SUBSCRIBE) == []  # the stream's span is still open
+        async with gw.session.get(url, headers=SSE) as steady:
+            assert (await EventReader(steady).next(WITHIN)).type == "subscribed"
+            async with gw.session.get(url, headers=headers_of(client, **SSE)) as response:
+                assert response.status == 200
+                assert (await EventReader(response).next(WITHIN)).type == "subscribed"
+                assert in_trace(sb.spans, SUBSCRIBE, client) == []  # the stream is still open
 
-        def both_ended() -> bool:
-            return bool(named(sb.spans, SUBSCRIBE)) and bool(
-                named(sb.spans, "switchboard.v1.ChatService/Subscribe")
-            )
+            def both_ended() -> bool:
+                ended = (in_trace(sb.spans, name, client) for name in (SUBSCRIBE, subscribe))
+                return all(ended)
 
-        await eventually(both_ended, within=WITHIN)
-    front = only(sb.spans, SUBSCRIBE)
+            await eventually(both_ended, within=WITHIN)
+    [front] = in_trace(sb.spans, SUBSCRIBE, client)
     assert child_of(front, client)
     assert attributes(front)["http.response.status_code"] == 200
-    behind = only(sb.spans, "switchboard.v1.ChatService/Subscribe")
+    [behind] = in_trace(sb.spans, subscribe, client)
     assert is_child(behind, front)
     # shared: the gateway detached the handle (OK); private: it cancelled the call (CANCELLED)
     assert attributes(behind)["rpc.grpc.status_code"] == (0 if share else 1)

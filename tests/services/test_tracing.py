@@ -336,10 +336,24 @@ def test_the_console_exporter_prints_each_span_with_the_service_name() -> None:
     assert '"service.name": "switchboard-service"' in printed
 
 
-async def test_an_abandoned_attach_span_ends_with_the_share_call() -> None:
-    """A caller attached to a shared stream: a Subscribe span from the attach's metadata, ended
-    when the Share call ends (here: cancelled by the gateway)."""
-    client = ClientTrace.new()
+def _in_trace(spans: InMemorySpanExporter, client: ClientTrace) -> list[ReadableSpan]:
+    found = spans.get_finished_spans()
+    return [s for s in found if s.context is not None and s.context.trace_id == client.trace_id]
+
+
+async def test_each_attach_to_a_shared_stream_has_a_subscribe_span_for_its_life() -> None:
+    """StreamShareService: a Subscribe span per attach, from the attach's metadata: a refused
+    attach's ends at once with its code, a detached one's when it detaches, one still attached
+    when the gateway ends the Share call with the call; the Share call has none."""
+    detached, refused, staying = ClientTrace.new(), ClientTrace.new(), ClientTrace.new()
+    subscribe = chat_pb2.SubscribeRequest(room=ROOM).SerializeToString()
+    other_room = chat_pb2.SubscribeRequest(room="rooms/other").SerializeToString()
+
+    def attach(handle: int, request: bytes, client: ClientTrace) -> share_pb2.ShareRequest:
+        entries = [share_pb2.ShareMetadata(key=k, value=v.encode()) for k, v in client.metadata]
+        attached = share_pb2.ShareAttach(handle=handle, request=request, metadata=entries)
+        return share_pb2.ShareRequest(attach=attached)
+
     with recording() as spans:
         async with running_server() as sb:
             await sb.rooms.CreateRoom(rooms_pb2.CreateRoomRequest(room_id="lobby"))
@@ -349,30 +363,41 @@ async def test_an_abandoned_attach_span_ends_with_the_share_call() -> None:
                 response_deserializer=share_pb2.ShareResponse.FromString,
             )
             call = share()
-            subscribe = chat_pb2.SubscribeRequest(room=ROOM).SerializeToString()
-            entries = [share_pb2.ShareMetadata(key=k, value=v.encode()) for k, v in client.metadata]
-            await call.write(
-                share_pb2.ShareRequest(
-                    open=share_pb2.ShareOpen(
-                        method="/switchboard.v1.ChatService/Subscribe", request=subscribe
-                    )
-                )
-            )
-            await call.write(
-                share_pb2.ShareRequest(
-                    attach=share_pb2.ShareAttach(handle=7, request=subscribe, metadata=entries)
-                )
-            )
-            first = await read(call)
-            assert list(first.handles) == [7]
-            assert named(spans, "switchboard.v1.ChatService/Subscribe") == []  # attached
-            call.cancel()
+            method = "/switchboard.v1.ChatService/Subscribe"
+            opened = share_pb2.ShareOpen(method=method, request=subscribe)
+            await call.write(share_pb2.ShareRequest(open=opened))
 
-            async def ended() -> bool:
-                return bool(named(spans, "switchboard.v1.ChatService/Subscribe"))
+            async def answer_to(handle: int) -> share_pb2.ShareResponse:
+                while True:
+                    response = await read(call)
+                    if handle in response.handles:
+                        return response
 
-            await eventually(ended)
-    span = only(spans, "switchboard.v1.ChatService/Subscribe")
-    assert child_of(span, client)
-    assert (span.attributes or {})["rpc.grpc.status_code"] == 1
+            await call.write(attach(7, subscribe, detached))
+            assert not (await answer_to(7)).HasField("end")
+            await call.write(attach(9, other_room, refused))
+            assert (await answer_to(9)).end.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            assert [s.name for s in _in_trace(spans, refused)] == [
+                "switchboard.v1.ChatService/Subscribe"
+            ]
+            await call.write(attach(8, subscribe, staying))
+            assert not (await answer_to(8)).HasField("end")
+            assert _in_trace(spans, detached) == []  # attached: its span is open
+            await call.write(share_pb2.ShareRequest(detach=share_pb2.ShareDetach(handle=7)))
+
+            async def detach_ended() -> bool:
+                return bool(_in_trace(spans, detached))
+
+            await eventually(detach_ended)
+            assert _in_trace(spans, staying) == []
+            await call.done_writing()  # the gateway ends the Share call
+            while await within(call.read()) is not grpc.aio.EOF:
+                pass
+    codes = {}
+    for client in (detached, refused, staying):
+        [span] = _in_trace(spans, client)
+        assert span.name == "switchboard.v1.ChatService/Subscribe"
+        assert child_of(span, client)
+        codes[client] = (span.attributes or {})["rpc.grpc.status_code"]
+    assert (codes[detached], codes[refused], codes[staying]) == (0, 3, 0)
     assert named(spans, "switchboard.gateway.v1.StreamShareService/Share") == []
